@@ -1,0 +1,63 @@
+//! Schema migrations for both stores, applied in order at start and by `tiaojie migrate`.
+//!
+//! Invariants: a migration is never edited once released (add a new one); each runs in one
+//! transaction together with its row in `tiaojie_migrations`; on PostgreSQL an advisory lock keeps
+//! two replicas from migrating at once.
+//!
+//! The `events` table keeps the columns postgres-es / sqlite-es insert by name and adds what
+//! reading the whole log needs: `position` (the commit order on SQLite, where writes are
+//! serialized; on PostgreSQL an insertion number paired with `txid`, the writing transaction, so a
+//! reader can stop below the oldest transaction still in flight) and `recorded_at`. Two unique
+//! indexes make the append itself enforce that a case number and an idempotency key are used once.
+
+/// PostgreSQL migrations: (version, description, SQL).
+pub const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "events",
+    r#"
+CREATE TABLE IF NOT EXISTS events (
+    aggregate_type text   NOT NULL,
+    aggregate_id   text   NOT NULL,
+    sequence       bigint NOT NULL CHECK (sequence > 0),
+    event_type     text   NOT NULL,
+    event_version  text   NOT NULL,
+    payload        json   NOT NULL,
+    metadata       json   NOT NULL,
+    position       bigserial   NOT NULL UNIQUE,
+    recorded_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    txid           xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    PRIMARY KEY (aggregate_type, aggregate_id, sequence)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_case_no ON events (
+    (split_part(payload->'CaseFiled'->>'case_no', '-', 1) || '-' || split_part(payload->'CaseFiled'->>'case_no', '-', 2)),
+    (split_part(payload->'CaseFiled'->>'case_no', '-', 3)::int)
+) WHERE event_type = 'CaseFiled';
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events ((metadata->>'idempotency_key'))
+    WHERE metadata->>'idempotency_key' IS NOT NULL;
+"#,
+)];
+
+/// SQLite migrations: (version, description, SQL).
+pub const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "events",
+    r#"
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    aggregate_type TEXT    NOT NULL,
+    aggregate_id   TEXT    NOT NULL,
+    sequence       INTEGER NOT NULL CHECK (sequence > 0),
+    event_type     TEXT    NOT NULL,
+    event_version  TEXT    NOT NULL,
+    payload        TEXT    NOT NULL,
+    metadata       TEXT    NOT NULL,
+    recorded_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (aggregate_type, aggregate_id, sequence)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_case_no
+    ON events (json_extract(payload, '$.CaseFiled.case_no')) WHERE event_type = 'CaseFiled';
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key
+    ON events (json_extract(metadata, '$.idempotency_key'))
+    WHERE json_extract(metadata, '$.idempotency_key') IS NOT NULL;
+"#,
+)];

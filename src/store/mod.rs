@@ -1,0 +1,741 @@
+//! The event store: PostgreSQL through postgres-es and SQLite through sqlite-es, behind one type.
+//!
+//! Role: load a case by folding its own events, run a command against it and append the one
+//! event it records, and read the stored log back (history, idempotent replays).
+//!
+//! Invariants:
+//! - The append goes through cqrs-es's `PersistedEventStore::new_event_store` (no snapshots, so
+//!   events are never applied twice) and the repositories' own insert.
+//! - A lost race for a case's next sequence, a case number or an idempotency key surfaces as a
+//!   unique violation of the append itself; nothing is checked-then-written.
+//! - Case numbers count gapless per room and year in commit order: one filing per series at a
+//!   time in this process, and the unique index catches another process's filing.
+//! - A command runs on its own task, so a client that goes away mid-request cannot cancel it
+//!   half-way and leave a pooled connection inside a transaction.
+//! - The database being unreachable is [`StoreError::Unavailable`], never a panic.
+
+pub mod migrations;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlite_es::SqliteEventRepository;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tiaojie_domain::{Case, CaseCommand, CaseError, CaseEvent};
+use uuid::Uuid;
+
+/// Why the store could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is too busy; nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The configuration names no usable database.
+    #[error("{0}")]
+    Config(String),
+    /// Something else went wrong in the database.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Who asked for a command, and under which request; goes into every event's metadata.
+#[derive(Debug, Clone)]
+pub struct CommandMeta {
+    /// The token's `sub`.
+    pub sub: String,
+    /// The token's role.
+    pub role: String,
+    /// The request id (from `X-Request-Id` or generated).
+    pub request_id: String,
+    /// The idempotency key, scoped to the caller, and a hash of the request it came with.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An idempotency key as stored: unique across the log.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// The caller's key, prefixed with the caller's `sub` so two callers never collide.
+    pub key: String,
+    /// A hash of method, path and body: the same key with another request is refused.
+    pub request_hash: String,
+}
+
+/// Why a command did not record an event.
+#[derive(Debug)]
+pub enum ExecuteError<E> {
+    /// The caller's own check refused it (authorization, body, `If-Match`).
+    Rejected(E),
+    /// The domain refused it.
+    Domain(CaseError),
+    /// Another write to the case won the race.
+    Conflict,
+    /// The idempotency key was used before with another request.
+    KeyReused,
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// A command's result: the case after it.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// The case after the command's event (or, for a replay, after the first request's event).
+    pub case: Case,
+    /// Whether this answer replays an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// One stored event with what the store adds to it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The case.
+    pub case_id: String,
+    /// The event's number within its case, from 1.
+    pub sequence: i64,
+    /// The stable type name.
+    pub event_type: String,
+    /// The payload version.
+    pub event_version: String,
+    /// The payload exactly as stored.
+    pub payload: Value,
+    /// Actor and request, as stored.
+    pub metadata: Value,
+    /// When the store recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// The insertion number in the whole log.
+    pub position: i64,
+}
+
+/// How to size and time the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Largest number of connections.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+enum Backend {
+    Postgres {
+        pool: PgPool,
+        events: PersistedEventStore<PostgresEventRepository, Case>,
+    },
+    Sqlite {
+        pool: SqlitePool,
+        events: PersistedEventStore<SqliteEventRepository, Case>,
+    },
+}
+
+/// Last used number per case-number series (`R01-2026`), `None` until read from the log.
+type SeriesSlot = Arc<tokio::sync::Mutex<Option<u32>>>;
+
+struct Inner {
+    backend: Backend,
+    series: Mutex<HashMap<String, SeriesSlot>>,
+}
+
+/// The event store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// How many times a filing retries after another process took its case number.
+const NUMBERING_ATTEMPTS: usize = 50;
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://…` (creating the SQLite file and its folder).
+    /// Fails with a one-line message when the database cannot be reached.
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Store, StoreError> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+            let target = format!(
+                "{}:{}/{}",
+                opts.get_host(),
+                opts.get_port(),
+                opts.get_database().unwrap_or("postgres")
+            );
+            let pool = PgPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(opts)
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot reach PostgreSQL at {target}: {e}"))
+                })?;
+            let events =
+                PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+            Backend::Postgres { pool, events }
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::Config("the SQLite URL names no file".into()));
+            }
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Config(format!("cannot create folder {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: an acknowledged write survives a power cut, not only a crash.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(settings.max_connections.min(8))
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(opts)
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot open SQLite file {path}: {e}"))
+                })?;
+            let events =
+                PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+            Backend::Sqlite { pool, events }
+        } else {
+            return Err(StoreError::Config(
+                "TIAOJIE_DATABASE_URL must start with postgres:// or sqlite://".into(),
+            ));
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                series: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match &self.inner.backend {
+            Backend::Postgres { .. } => "postgres",
+            Backend::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// Applies the migrations not yet applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        const TABLE: &str = "CREATE TABLE IF NOT EXISTS tiaojie_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)";
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => {
+                let mut tx = pool.begin().await.map_err(db_error)?;
+                // One replica migrates at a time; the others wait here, then find nothing to do.
+                sqlx::query("SELECT pg_advisory_xact_lock(7402201)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                sqlx::query(TABLE)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                for (version, description, sql) in migrations::POSTGRES {
+                    let done: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM tiaojie_migrations WHERE version = $1",
+                    )
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    if done.is_none() {
+                        sqlx::raw_sql(sql)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                        sqlx::query(
+                            "INSERT INTO tiaojie_migrations (version, description) VALUES ($1, $2)",
+                        )
+                        .bind(version)
+                        .bind(description)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    }
+                }
+                tx.commit().await.map_err(db_error)?;
+            }
+            Backend::Sqlite { pool, .. } => {
+                let mut tx = pool.begin().await.map_err(db_error)?;
+                sqlx::query(TABLE)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                for (version, description, sql) in migrations::SQLITE {
+                    let done: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM tiaojie_migrations WHERE version = ?1",
+                    )
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    if done.is_none() {
+                        sqlx::raw_sql(sql)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                        sqlx::query(
+                            "INSERT INTO tiaojie_migrations (version, description) VALUES (?1, ?2)",
+                        )
+                        .bind(version)
+                        .bind(description)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    }
+                }
+                tx.commit().await.map_err(db_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers and every migration is applied.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let latest = match &self.inner.backend {
+            Backend::Postgres { .. } => migrations::POSTGRES.last(),
+            Backend::Sqlite { .. } => migrations::SQLITE.last(),
+        }
+        .map(|m| m.0)
+        .unwrap_or(0);
+        let sql = "SELECT COALESCE(MAX(version), 0) FROM tiaojie_migrations";
+        let applied: i64 = match &self.inner.backend {
+            Backend::Postgres { pool, .. } => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Backend::Sqlite { pool, .. } => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .map_err(db_error)?;
+        if applied < latest {
+            return Err(StoreError::Database(format!(
+                "migrations applied up to {applied}, this build needs {latest}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The case as its events show it now (`Case::default()` when it has none).
+    pub async fn load(&self, case_id: Uuid) -> Result<Case, StoreError> {
+        let id = case_id.to_string();
+        let this = self.clone();
+        spawn(async move {
+            let result = match &this.inner.backend {
+                Backend::Postgres { events, .. } => events.load_aggregate(&id).await,
+                Backend::Sqlite { events, .. } => events.load_aggregate(&id).await,
+            };
+            result.map(|ctx| ctx.aggregate).map_err(aggregate_error)
+        })
+        .await
+    }
+
+    /// Runs a command against a case and appends its event.
+    ///
+    /// `build` sees the case as loaded (and, for a filing, the case number the store reserved in
+    /// `numbering`'s series) and returns the command or its own refusal; it may run more than once
+    /// when a filing has to take the next number. The whole run happens on its own task.
+    pub async fn execute<E, F>(
+        &self,
+        case_id: Uuid,
+        numbering: Option<String>,
+        meta: CommandMeta,
+        build: F,
+    ) -> Result<Executed, ExecuteError<E>>
+    where
+        E: Send + 'static,
+        F: Fn(&Case, Option<u32>) -> Result<CaseCommand, E> + Send + Sync + 'static,
+    {
+        let this = self.clone();
+        match tokio::spawn(async move { this.execute_here(case_id, numbering, meta, build).await })
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => Err(ExecuteError::Store(StoreError::Database(format!(
+                "command task failed: {e}"
+            )))),
+        }
+    }
+
+    async fn execute_here<E, F>(
+        &self,
+        case_id: Uuid,
+        numbering: Option<String>,
+        meta: CommandMeta,
+        build: F,
+    ) -> Result<Executed, ExecuteError<E>>
+    where
+        F: Fn(&Case, Option<u32>) -> Result<CaseCommand, E> + Sync,
+    {
+        if let Some(idem) = &meta.idempotency {
+            if let Some(replay) = self.replay(idem).await.map_err(ExecuteError::Store)? {
+                return replay;
+            }
+        }
+        let mut metadata = HashMap::from([
+            ("sub".to_string(), meta.sub.clone()),
+            ("role".to_string(), meta.role.clone()),
+            ("request_id".to_string(), meta.request_id.clone()),
+        ]);
+        if let Some(idem) = &meta.idempotency {
+            metadata.insert("idempotency_key".into(), idem.key.clone());
+            metadata.insert("request_hash".into(), idem.request_hash.clone());
+        }
+        let id = case_id.to_string();
+        let slot = numbering.as_ref().map(|series| self.series_slot(series));
+        for _ in 0..NUMBERING_ATTEMPTS {
+            let mut guard = match &slot {
+                Some(slot) => Some(slot.clone().lock_owned().await),
+                None => None,
+            };
+            let number = match (&mut guard, &numbering) {
+                (Some(guard), Some(series)) => {
+                    let last = match **guard {
+                        Some(last) => last,
+                        None => self
+                            .last_number(series)
+                            .await
+                            .map_err(ExecuteError::Store)?,
+                    };
+                    **guard = Some(last);
+                    Some(last + 1)
+                }
+                _ => None,
+            };
+            let outcome = match &self.inner.backend {
+                Backend::Postgres { events, .. } => {
+                    run(events, &id, number, &build, metadata.clone()).await
+                }
+                Backend::Sqlite { events, .. } => {
+                    run(events, &id, number, &build, metadata.clone()).await
+                }
+            };
+            match outcome {
+                Ok(case) => {
+                    if let Some(guard) = &mut guard {
+                        **guard = number;
+                    }
+                    return Ok(Executed {
+                        case,
+                        replayed: false,
+                    });
+                }
+                Err(RunError::Rejected(e)) => return Err(ExecuteError::Rejected(e)),
+                Err(RunError::Domain(e)) => return Err(ExecuteError::Domain(e)),
+                Err(RunError::Store(e)) => return Err(ExecuteError::Store(e)),
+                Err(RunError::Conflict) => {
+                    if let Some(idem) = &meta.idempotency {
+                        if let Some(replay) =
+                            self.replay(idem).await.map_err(ExecuteError::Store)?
+                        {
+                            return replay;
+                        }
+                    }
+                    match &mut guard {
+                        // Another process filed with this number: read the series again.
+                        Some(guard) => **guard = None,
+                        None => return Err(ExecuteError::Conflict),
+                    }
+                }
+            }
+        }
+        Err(ExecuteError::Conflict)
+    }
+
+    fn series_slot(&self, series: &str) -> SeriesSlot {
+        let mut map = self.inner.series.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(series.to_string()).or_default().clone()
+    }
+
+    /// The highest case number used so far in a series (`R01-2026`), 0 if none.
+    async fn last_number(&self, series: &str) -> Result<u32, StoreError> {
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => {
+                let n: Option<i32> = sqlx::query_scalar(
+                    "SELECT MAX(split_part(payload->'CaseFiled'->>'case_no', '-', 3)::int) FROM events \
+                     WHERE event_type = 'CaseFiled' AND \
+                     split_part(payload->'CaseFiled'->>'case_no', '-', 1) || '-' || split_part(payload->'CaseFiled'->>'case_no', '-', 2) = $1",
+                )
+                .bind(series)
+                .fetch_one(pool)
+                .await
+                .map_err(db_error)?;
+                Ok(n.unwrap_or(0).max(0) as u32)
+            }
+            Backend::Sqlite { pool, .. } => {
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT json_extract(payload, '$.CaseFiled.case_no') FROM events \
+                     WHERE event_type = 'CaseFiled' AND json_extract(payload, '$.CaseFiled.case_no') >= ?1 \
+                     AND json_extract(payload, '$.CaseFiled.case_no') < ?2",
+                )
+                .bind(format!("{series}-"))
+                .bind(format!("{series}."))
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?;
+                Ok(rows
+                    .iter()
+                    .filter_map(|no| no.rsplit('-').next()?.parse::<u32>().ok())
+                    .max()
+                    .unwrap_or(0))
+            }
+        }
+    }
+
+    /// The earlier answer for an idempotency key, if the key was used: the case after the first
+    /// request's event, or `KeyReused` when the key came with another request.
+    async fn replay<E>(
+        &self,
+        idem: &Idempotency,
+    ) -> Result<Option<Result<Executed, ExecuteError<E>>>, StoreError> {
+        let row = match &self.inner.backend {
+            Backend::Postgres { pool, .. } => sqlx::query(
+                "SELECT aggregate_id, sequence, metadata->>'request_hash' AS request_hash FROM events \
+                 WHERE metadata->>'idempotency_key' = $1",
+            )
+            .bind(&idem.key)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1), r.get::<Option<String>, _>(2))),
+            Backend::Sqlite { pool, .. } => sqlx::query(
+                "SELECT aggregate_id, sequence, json_extract(metadata, '$.request_hash') AS request_hash FROM events \
+                 WHERE json_extract(metadata, '$.idempotency_key') = ?1",
+            )
+            .bind(&idem.key)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1), r.get::<Option<String>, _>(2))),
+        };
+        let Some((case_id, sequence, hash)) = row else {
+            return Ok(None);
+        };
+        if hash.as_deref() != Some(idem.request_hash.as_str()) {
+            return Ok(Some(Err(ExecuteError::KeyReused)));
+        }
+        let case = self.load_first(&case_id, sequence as u64).await?;
+        Ok(Some(Ok(Executed {
+            case,
+            replayed: true,
+        })))
+    }
+
+    /// The case after its first `n` events.
+    pub async fn load_first(&self, case_id: &str, n: u64) -> Result<Case, StoreError> {
+        let envelopes = match &self.inner.backend {
+            Backend::Postgres { events, .. } => events.load_events(case_id).await,
+            Backend::Sqlite { events, .. } => events.load_events(case_id).await,
+        }
+        .map_err(aggregate_error)?;
+        let mut case = Case::default();
+        for envelope in envelopes.into_iter().take(n as usize) {
+            case.apply(envelope.payload);
+        }
+        Ok(case)
+    }
+
+    /// A case's stored events in sequence order, with what the store added.
+    pub async fn history(&self, case_id: Uuid) -> Result<Vec<StoredEvent>, StoreError> {
+        let id = case_id.to_string();
+        let this = self.clone();
+        spawn(async move {
+            match &this.inner.backend {
+                Backend::Postgres { pool, .. } => {
+                    let rows = sqlx::query(
+                        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, position \
+                         FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+                    )
+                    .bind(Case::TYPE)
+                    .bind(&id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_error)?;
+                    rows.iter().map(stored_event_pg).collect()
+                }
+                Backend::Sqlite { pool, .. } => {
+                    let rows = sqlx::query(
+                        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, position \
+                         FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
+                    )
+                    .bind(Case::TYPE)
+                    .bind(&id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_error)?;
+                    rows.iter().map(stored_event_sqlite).collect()
+                }
+            }
+        })
+        .await
+    }
+
+    /// The PostgreSQL pool, when that is the backend (for tests and tools that inspect the log).
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => Some(pool),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The SQLite pool, when that is the backend.
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.inner.backend {
+            Backend::Sqlite { pool, .. } => Some(pool),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => pool.close().await,
+            Backend::Sqlite { pool, .. } => pool.close().await,
+        }
+    }
+}
+
+/// Runs a store read on its own task: a dropped request cannot stop it half-way.
+async fn spawn<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Database(format!("store task failed: {e}"))))
+}
+
+enum RunError<E> {
+    Rejected(E),
+    Domain(CaseError),
+    Conflict,
+    Store(StoreError),
+}
+
+/// Load, decide, append: the cqrs-es command path, with our own checks in `build`.
+async fn run<S, E, F>(
+    events: &S,
+    id: &str,
+    number: Option<u32>,
+    build: &F,
+    metadata: HashMap<String, String>,
+) -> Result<Case, RunError<E>>
+where
+    S: EventStore<Case, AC = cqrs_es::persist::EventStoreAggregateContext<Case>>,
+    F: Fn(&Case, Option<u32>) -> Result<CaseCommand, E> + Sync,
+{
+    let mut context = events.load_aggregate(id).await.map_err(run_error)?;
+    let command = build(&context.aggregate, number).map_err(RunError::Rejected)?;
+    let sink = EventSink::default();
+    context
+        .aggregate
+        .handle(command, &(), &sink)
+        .await
+        .map_err(RunError::Domain)?;
+    let recorded: Vec<CaseEvent> = sink.collect().await;
+    let after = context.aggregate.clone();
+    events
+        .commit(recorded, context, metadata)
+        .await
+        .map_err(run_error)?;
+    Ok(after)
+}
+
+fn run_error<E>(err: AggregateError<CaseError>) -> RunError<E> {
+    match err {
+        AggregateError::UserError(e) => RunError::Domain(e),
+        AggregateError::AggregateConflict => RunError::Conflict,
+        AggregateError::UnexpectedError(inner) if is_unique_violation(inner.as_ref()) => {
+            RunError::Conflict
+        }
+        other => RunError::Store(aggregate_error(other)),
+    }
+}
+
+fn is_unique_violation(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    match err.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(db)) => matches!(
+            db.code().as_deref(),
+            // PostgreSQL unique_violation; SQLite SQLITE_CONSTRAINT_UNIQUE / _PRIMARYKEY.
+            Some("23505") | Some("2067") | Some("1555")
+        ),
+        _ => false,
+    }
+}
+
+fn aggregate_error(err: AggregateError<CaseError>) -> StoreError {
+    match err {
+        AggregateError::DatabaseConnectionError(e) => StoreError::Unavailable(e.to_string()),
+        AggregateError::UnexpectedError(e) => match e.downcast::<sqlx::Error>() {
+            Ok(sqlx_err) => db_error(*sqlx_err),
+            Err(e) => StoreError::Database(e.to_string()),
+        },
+        AggregateError::DeserializationError(e) => {
+            StoreError::Database(format!("unreadable event: {e}"))
+        }
+        AggregateError::AggregateConflict => StoreError::Database("unexpected conflict".into()),
+        AggregateError::UserError(e) => StoreError::Database(format!("unexpected refusal: {e}")),
+    }
+}
+
+/// Sorts a database error into unavailable (retry later, nothing written) or other.
+pub(crate) fn db_error(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("5") | Some("6") | Some("517"))
+                || db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+        {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::Database(err.to_string()),
+    }
+}
+
+fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        case_id: row.try_get(0).map_err(db_error)?,
+        sequence: row.try_get(1).map_err(db_error)?,
+        event_type: row.try_get(2).map_err(db_error)?,
+        event_version: row.try_get(3).map_err(db_error)?,
+        payload: row.try_get(4).map_err(db_error)?,
+        metadata: row.try_get(5).map_err(db_error)?,
+        recorded_at: row.try_get(6).map_err(db_error)?,
+        position: row.try_get(7).map_err(db_error)?,
+    })
+}
+
+fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        case_id: row.try_get(0).map_err(db_error)?,
+        sequence: row.try_get(1).map_err(db_error)?,
+        event_type: row.try_get(2).map_err(db_error)?,
+        event_version: row.try_get(3).map_err(db_error)?,
+        payload: row.try_get(4).map_err(db_error)?,
+        metadata: row.try_get(5).map_err(db_error)?,
+        recorded_at: row.try_get(6).map_err(db_error)?,
+        position: row.try_get(7).map_err(db_error)?,
+    })
+}
