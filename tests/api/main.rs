@@ -1,0 +1,17 @@
+//! The API integration tests: one binary, the real router, a real database per test — a fresh
+//! SQLite file and a fresh PostgreSQL database — and every test on both stores.
+//!
+//! PostgreSQL tests run when `TIAOJIE_TEST_POSTGRES_URL` names a server (e.g.
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each creates its own database there. Without
+//! it they say plainly that they were skipped, and with `TIAOJIE_REQUIRE_POSTGRES=1` (CI) a skip
+//! is a failure.
+
+mod support;
+
+mod auth_matrix;
+mod cancellation;
+mod concurrency;
+mod lifecycle;
+mod restart;
+mod transitions;
+mod validation;

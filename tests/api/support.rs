@@ -1,0 +1,300 @@
+//! The test harness: starts the real router on a fresh store and speaks HTTP to it through
+//! `tower::ServiceExt::oneshot`, with tokens signed by the app's own key.
+
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::sync::{Arc, Once};
+use tiaojie::auth::{Claims, JwtKey, Role};
+use tiaojie::http::{app, AppState};
+use tiaojie::rooms::Rooms;
+use tiaojie::store::{PoolSettings, Store};
+use tower::ServiceExt;
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `sqlite` and `postgres` tests from one `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if $crate::support::postgres_url().is_some() {
+                        super::$name($crate::support::Backend::Postgres).await
+                    }
+                }
+            }
+        )+
+    };
+}
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+
+/// The PostgreSQL server for tests, or `None` (announced once on stderr, bypassing the test
+/// harness's capture so that it is always seen). Panics when PostgreSQL is required.
+pub fn postgres_url() -> Option<String> {
+    static ANNOUNCE: Once = Once::new();
+    match std::env::var("TIAOJIE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("TIAOJIE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                panic!("TIAOJIE_REQUIRE_POSTGRES=1 but TIAOJIE_TEST_POSTGRES_URL is not set");
+            }
+            ANNOUNCE.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nSKIPPED: the PostgreSQL tests (TIAOJIE_TEST_POSTGRES_URL is not set)\n"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// A fresh database URL for one test.
+pub async fn fresh_database(backend: Backend) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("tiaojie-test-{id}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            format!("sqlite://{}/tiaojie.db", dir.display())
+        }
+        Backend::Postgres => {
+            let server = postgres_url().expect("PostgreSQL configured");
+            let admin = sqlx::PgPool::connect(&server)
+                .await
+                .expect("connect to test PostgreSQL");
+            let name = format!("tiaojie_test_{id}");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .expect("create test database");
+            admin.close().await;
+            let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
+            format!("{base}/{name}")
+        }
+    }
+}
+
+/// A running app on a fresh store.
+pub struct TestApp {
+    pub backend: Backend,
+    pub url: String,
+    pub state: AppState,
+    pub router: Router,
+}
+
+pub async fn open(url: &str, max_connections: u32) -> Store {
+    let store = Store::connect(
+        url,
+        PoolSettings {
+            max_connections,
+            acquire_timeout: std::time::Duration::from_secs(10),
+        },
+    )
+    .await
+    .expect("connect store");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> TestApp {
+        let url = fresh_database(backend).await;
+        TestApp::on(backend, url).await
+    }
+
+    /// An app on an existing database (for restarts).
+    pub async fn on(backend: Backend, url: String) -> TestApp {
+        let store = open(&url, 16).await;
+        let state = AppState {
+            store,
+            rooms: Arc::new(Rooms::load(None).unwrap()),
+            key: Arc::new(JwtKey::new(SecretString::from(SECRET.to_string()))),
+        };
+        TestApp {
+            backend,
+            url,
+            router: app(state.clone()),
+            state,
+        }
+    }
+
+    /// Sends a request; `token` may be `None`; `body` is JSON (or `Value::Null` for none).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        };
+        self.send_raw(method, path, token, bytes, headers).await
+    }
+
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(token), body, &[]).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.send(Method::GET, path, Some(token), Value::Null, &[])
+            .await
+    }
+
+    /// Files a valid case in `room` and returns its id.
+    pub async fn file(&self, token: &str, room: &str) -> String {
+        let reply = self.post("/api/v1/cases", token, filing(room)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["case_id"].as_str().unwrap().to_string()
+    }
+
+    /// The number of events a case has, read from its history as an admin.
+    pub async fn event_count(&self, case_id: &str) -> usize {
+        let reply = self
+            .get(&format!("/api/v1/cases/{case_id}/history"), &admin())
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["events"].as_array().unwrap().len()
+    }
+
+    /// The number of events in the whole log.
+    pub async fn total_events(&self) -> i64 {
+        if let Some(pool) = self.state.store.postgres_pool() {
+            sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        } else {
+            let pool = self.state.store.sqlite_pool().unwrap();
+            sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// An answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The problem code of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn etag(&self) -> Option<String> {
+        self.headers
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+/// A token for `role` with `rooms`, valid for an hour.
+pub fn token(role: Role, sub: &str, rooms: &[&str]) -> String {
+    JwtKey::new(SecretString::from(SECRET.to_string())).sign(&Claims {
+        sub: sub.to_string(),
+        role,
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        exp: chrono::Utc::now().timestamp() + 3600,
+        iat: None,
+        name: None,
+    })
+}
+
+pub fn admin() -> String {
+    token(Role::Admin, "admin-1", &[])
+}
+
+pub fn room_admin(room: &str) -> String {
+    token(Role::RoomAdmin, "ra-1", &[room])
+}
+
+pub fn mediator(sub: &str, room: &str) -> String {
+    token(Role::Mediator, sub, &[room])
+}
+
+/// A valid filing body.
+pub fn filing(room: &str) -> Value {
+    json!({
+        "room_id": room,
+        "category": "contract",
+        "source": "party_application",
+        "summary": "会员单位之间的货款纠纷",
+        "claims": "支付货款",
+        "amount_in_dispute": "12500.00",
+        "industry": "新材料",
+        "parties": [
+            {"role": "applicant", "kind": "person", "name": "张三", "id_number": "440301199001011234", "phone": "13812345678"},
+            {"role": "respondent", "kind": "organization", "name": "深圳某材料有限公司", "credit_code": "91350100M000100Y43"}
+        ]
+    })
+}
