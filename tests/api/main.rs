@@ -13,5 +13,6 @@ mod cancellation;
 mod concurrency;
 mod lifecycle;
 mod restart;
+mod serve;
 mod transitions;
 mod validation;
