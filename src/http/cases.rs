@@ -6,7 +6,7 @@
 //! `ETag`. That path is [`run_step`]; an endpoint only names its step and how to read its body.
 
 use super::error::{ApiError, FieldError};
-use super::{if_match, parse_json, wire, AppState, Body, Caller, RequestId};
+use super::{if_match, parse_json, wire, AppState, Body, Caller, Object, RequestId};
 use crate::auth::{self, Principal};
 use crate::rooms::Rooms;
 use crate::store::{CommandMeta, ExecuteError, Executed, Idempotency};
@@ -105,11 +105,18 @@ fn idempotency(req: &Request, method: &str) -> Result<Option<Idempotency>, ApiEr
 
 fn meta(req: &Request, method: &str) -> Result<CommandMeta, ApiError> {
     Ok(CommandMeta {
+        idempotency: idempotency(req, method)?,
+        ..meta_without_key(req)
+    })
+}
+
+fn meta_without_key(req: &Request) -> CommandMeta {
+    CommandMeta {
         sub: req.caller.sub.clone(),
         role: req.caller.role.as_str().to_string(),
         request_id: req.request_id.clone(),
-        idempotency: idempotency(req, method)?,
-    })
+        idempotency: None,
+    }
 }
 
 fn execute_error(e: ExecuteError<ApiError>) -> ApiError {
@@ -157,9 +164,19 @@ where
         )));
     }
     let case_id = case_id(id)?;
-    let expected = if_match(&req.headers)?;
-    let meta = meta(&req, "POST")?;
-    let now = Utc::now();
+    // Bad `If-Match` or `Idempotency-Key` headers are reported only once the caller is known to
+    // may take the step: authorization is decided before the request is judged.
+    let expected = if_match(&req.headers);
+    let (meta, header_error) = match meta(&req, "POST") {
+        Ok(meta) => (meta, None),
+        Err(e) => (
+            CommandMeta {
+                idempotency: None,
+                ..meta_without_key(&req)
+            },
+            Some(e),
+        ),
+    };
     let caller = req.caller.clone();
     let rooms = req.state.rooms.clone();
     let body = req.body.clone();
@@ -180,12 +197,17 @@ where
                     caller.role.as_str()
                 )));
             }
-            if let Some(expected) = expected {
+            if let Some(e) = &header_error {
+                return Err(e.clone());
+            }
+            if let Some(expected) = expected.clone()? {
                 if expected != case.version {
                     return Err(ApiError::PreconditionFailed(case.version));
                 }
             }
-            parse(&body, now, &rooms)
+            // The clock is read once the case is loaded: a step without `occurred_at` happens
+            // now, after every step the load saw, even when another write won the wait for it.
+            parse(&body, Utc::now(), &rooms)
         })
         .await;
     match result {
@@ -525,7 +547,7 @@ struct FileBody {
     claims: Option<String>,
     amount_in_dispute: Option<String>,
     industry: Option<String>,
-    parties: Vec<PartyBody>,
+    parties: Vec<Object<PartyBody>>,
     occurred_at: Option<String>,
 }
 
@@ -599,7 +621,7 @@ fn check_filing(b: FileBody, now: DateTime<Utc>, rooms: &Rooms) -> Result<Filing
         text("summary", &b.summary, 2000).map_err(ApiError::from),
     );
     let mut parties = Vec::new();
-    for (i, p) in b.parties.iter().enumerate() {
+    for (i, Object(p)) in b.parties.iter().enumerate() {
         let at = format!("parties[{i}]");
         let role = collect(
             &mut errors,
@@ -681,14 +703,19 @@ async fn file_case(
         body,
         path: uri.path().to_string(),
     };
-    let raw: FileBody = parse_json(&req.body)?;
-    // Whether the caller may file in the room is decided before the rest of the body is judged.
-    if req.state.rooms.get(&raw.room_id).is_some() && !auth::in_scope(&req.caller, &raw.room_id) {
-        return Err(ApiError::Forbidden(format!(
-            "room {} is not one of the caller's rooms",
-            raw.room_id
-        )));
+    // Whether the caller may file in the room is decided before the body is judged: the room is
+    // read from the JSON alone, whatever else is wrong with it (unknown or missing fields).
+    let named_room = serde_json::from_slice::<Value>(&req.body)
+        .ok()
+        .and_then(|v| v.get("room_id").and_then(Value::as_str).map(str::to_string));
+    if let Some(room) = named_room {
+        if req.state.rooms.get(&room).is_some() && !auth::in_scope(&req.caller, &room) {
+            return Err(ApiError::Forbidden(format!(
+                "room {room} is not one of the caller's rooms"
+            )));
+        }
     }
+    let raw: FileBody = parse_json(&req.body)?;
     let now = Utc::now();
     let filing = check_filing(raw, now, &req.state.rooms)?;
     let meta = meta(&req, "POST")?;

@@ -19,7 +19,7 @@ pub struct FieldError {
 }
 
 /// A refusal, with the status each variant answers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ApiError {
     /// 422 `validation_failed`: malformed body, bad or unknown field.
     Validation(Vec<FieldError>),

@@ -141,17 +141,22 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 
 /// Parses a JSON body into a wire type; errors name the field (`parties[0].role`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+    // Every request body is a JSON object; serde would also take a struct from an array, by
+    // position, so anything else is refused before it is read.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::field("body", "a JSON object is required"));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
+        // A syntax error or a cut-off body is the body's fault, not a field's (serde_path_to_error
+        // would name the key being read, or "?" between keys).
+        let field =
+            if path == "." || path.contains('?') || e.inner().is_syntax() || e.inner().is_eof() {
+                "body".to_string()
+            } else {
+                path
+            };
         let message = e.inner().to_string();
         // serde_json appends " at line L column C"; keep the message short and data-free.
         let message = message
@@ -178,4 +183,27 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .parse::<u64>()
         .map(Some)
         .map_err(|_| ApiError::field("If-Match", "must be a case version such as \"3\""))
+}
+
+/// A value that must arrive as a JSON object. serde would also fill a struct from an array, by
+/// position; a nested wire struct wrapped in `Object` refuses that, naming the field.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Only(std::marker::PhantomData))
+            .map(Object)
+    }
 }

@@ -21,7 +21,10 @@ fn with_no_configuration_it_serves_on_8080_from_an_embedded_sqlite_file() {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     let outcome = std::panic::catch_unwind(|| {
-        assert!(first.contains("listening on http://127.0.0.1:8080"), "{first:?}");
+        assert!(
+            first.contains("listening on http://127.0.0.1:8080"),
+            "{first:?}"
+        );
         assert!(first.contains("sqlite"), "{first:?}");
         let deadline = Instant::now() + Duration::from_secs(10);
         let answer = loop {
@@ -34,7 +37,9 @@ fn with_no_configuration_it_serves_on_8080_from_an_embedded_sqlite_file() {
                     stream.read_to_string(&mut answer).unwrap();
                     break answer;
                 }
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
                 Err(e) => panic!("nothing listens on 8080: {e}"),
             }
         };
@@ -57,7 +62,10 @@ fn an_unreachable_database_is_a_one_line_error_at_start() {
     let output = Command::new(env!("CARGO_BIN_EXE_tiaojie"))
         .current_dir(&dir)
         .env_clear()
-        .env("TIAOJIE_DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .env(
+            "TIAOJIE_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/none",
+        )
         .env("TIAOJIE_LISTEN", "127.0.0.1:0")
         .env("TIAOJIE_DB_ACQUIRE_TIMEOUT_SECS", "2")
         .output()
@@ -68,7 +76,10 @@ fn an_unreachable_database_is_a_one_line_error_at_start() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].starts_with("tiaojie: "), "{stderr}");
-    assert!(lines[0].contains("cannot reach PostgreSQL at 127.0.0.1:1"), "{stderr}");
+    assert!(
+        lines[0].contains("cannot reach PostgreSQL at 127.0.0.1:1"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"));
 }
 
@@ -76,7 +87,11 @@ fn an_unreachable_database_is_a_one_line_error_at_start() {
 fn a_malformed_rooms_registry_stops_the_server_naming_the_line() {
     let dir = std::env::temp_dir().join(format!("tiaojie-serve-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("rooms.toml"), "[[room]]\nid = \"R01\"\nname = \"甲\"\nkind = \"moon\"\n").unwrap();
+    std::fs::write(
+        dir.join("rooms.toml"),
+        "[[room]]\nid = \"R01\"\nname = \"甲\"\nkind = \"moon\"\n",
+    )
+    .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_tiaojie"))
         .current_dir(&dir)
         .env_clear()
