@@ -6,6 +6,7 @@
 //! - [`config`]: settings from flags and `TIAOJIE_*` variables, read once.
 //! - [`store`]: the event store on PostgreSQL or SQLite, migrations, the command path.
 //! - [`http`]: the axum router, one module per resource, the one error type.
+//! - [`audit`]: the hash chain, verification of cases and of the log, the log digest.
 //! - [`auth`]: tokens, roles, room scoping, masking rules.
 //! - [`rooms`]: the rooms registry.
 //! - [`cli`]: `tiaojie serve | migrate | token`.
@@ -13,6 +14,7 @@
 //! The server is [`run`]`(listener, state, shutdown)`, so tests start it on `127.0.0.1:0`, and
 //! [`http::app`] is the router alone, for `oneshot` tests.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

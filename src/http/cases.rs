@@ -130,7 +130,12 @@ fn execute_error(e: ExecuteError<ApiError>) -> ApiError {
 }
 
 /// The case answer: the case object, `ETag: "<version>"`.
-fn case_response(status: StatusCode, caller: &Principal, case: &Case, replayed: bool) -> Response {
+pub(crate) fn case_response(
+    status: StatusCode,
+    caller: &Principal,
+    case: &Case,
+    replayed: bool,
+) -> Response {
     let Some(file) = &case.file else {
         return ApiError::NotFound("no such case".into()).into_response();
     };
@@ -764,7 +769,7 @@ async fn file_case(
 
 /// Loads a case the caller may read: 403 for roles that read no cases, 404 for a case that does
 /// not exist or lies outside the caller's rooms.
-async fn readable_case(
+pub(crate) async fn readable_case(
     state: &AppState,
     caller: &Principal,
     id: &str,
@@ -815,10 +820,12 @@ async fn history(
                 "type": e.event_type,
                 "event_version": e.event_version,
                 "occurred_at": occurred_at,
-                "recorded_at": wire::time(e.recorded_at),
+                "recorded_at": e.recorded_at,
                 "actor": {"sub": meta("sub"), "role": meta("role")},
                 "request_id": meta("request_id"),
                 "data": e.payload,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
             })
         })
         .collect();

@@ -5,6 +5,7 @@
 //! convert wire bodies into domain commands and domain results into wire answers; they decide
 //! nothing about cases (the domain does) or about permissions (`crate::auth` does).
 
+pub mod audit;
 pub mod cases;
 pub mod error;
 pub mod health;
@@ -47,6 +48,7 @@ pub fn app(state: AppState) -> Router {
             Router::new()
                 .merge(rooms::router())
                 .merge(cases::router())
+                .merge(audit::router())
                 .fallback(not_found),
         )
         .fallback(not_found)

@@ -7,8 +7,10 @@
 //! The `events` table keeps the columns postgres-es / sqlite-es insert by name and adds what
 //! reading the whole log needs: `position` (the commit order on SQLite, where writes are
 //! serialized; on PostgreSQL an insertion number paired with `txid`, the writing transaction, so a
-//! reader can stop below the oldest transaction still in flight) and `recorded_at`. Two unique
-//! indexes make the append itself enforce that a case number and an idempotency key are used once.
+//! reader can stop below the oldest transaction still in flight), `recorded_at`, and the hash
+//! chain (`prev_hash`, `hash`); `case_heads` records each case's last sequence and hash, so that
+//! a deleted last event is detected too. Two unique indexes make the append itself enforce that a
+//! case number and an idempotency key are used once.
 
 /// PostgreSQL migrations: (version, description, SQL).
 pub const POSTGRES: &[(i64, &str, &str)] = &[(
@@ -26,7 +28,17 @@ CREATE TABLE IF NOT EXISTS events (
     position       bigserial   NOT NULL UNIQUE,
     recorded_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     txid           xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    prev_hash      text        NOT NULL,
+    hash           text        NOT NULL,
     PRIMARY KEY (aggregate_type, aggregate_id, sequence)
+);
+CREATE INDEX IF NOT EXISTS events_log_order ON events (txid, position);
+CREATE TABLE IF NOT EXISTS case_heads (
+    aggregate_type text   NOT NULL,
+    aggregate_id   text   NOT NULL,
+    last_sequence  bigint NOT NULL,
+    head_hash      text   NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_case_no ON events (
     (split_part(payload->'CaseFiled'->>'case_no', '-', 1) || '-' || split_part(payload->'CaseFiled'->>'case_no', '-', 2)),
@@ -51,8 +63,17 @@ CREATE TABLE IF NOT EXISTS events (
     event_version  TEXT    NOT NULL,
     payload        TEXT    NOT NULL,
     metadata       TEXT    NOT NULL,
-    recorded_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    recorded_at    TEXT    NOT NULL,
+    prev_hash      TEXT    NOT NULL,
+    hash           TEXT    NOT NULL,
     UNIQUE (aggregate_type, aggregate_id, sequence)
+);
+CREATE TABLE IF NOT EXISTS case_heads (
+    aggregate_type TEXT    NOT NULL,
+    aggregate_id   TEXT    NOT NULL,
+    last_sequence  INTEGER NOT NULL,
+    head_hash      TEXT    NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_case_no
     ON events (json_extract(payload, '$.CaseFiled.case_no')) WHERE event_type = 'CaseFiled';

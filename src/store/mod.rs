@@ -15,14 +15,12 @@
 //! - The database being unreachable is [`StoreError::Unavailable`], never a panic.
 
 pub mod migrations;
+pub mod repository;
 
-use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use postgres_es::PostgresEventRepository;
 use serde_json::Value;
-use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -34,6 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tiaojie_domain::{Case, CaseCommand, CaseError, CaseEvent};
 use uuid::Uuid;
+
+use crate::audit::chain::ChainedEvent;
+use repository::{PgChainedRepository, SqliteChainedRepository};
 
 /// Why the store could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,11 +111,39 @@ pub struct StoredEvent {
     pub payload: Value,
     /// Actor and request, as stored.
     pub metadata: Value,
-    /// When the store recorded it.
-    pub recorded_at: DateTime<Utc>,
+    /// When the store recorded it, exactly as stored and hashed (`…T…:…:….ffffffZ`).
+    pub recorded_at: String,
     /// The insertion number in the whole log.
     pub position: i64,
+    /// The previous event's hash (hex; zeros for the first).
+    pub prev_hash: String,
+    /// This event's hash (hex).
+    pub hash: String,
 }
+
+impl StoredEvent {
+    /// The event as the chain verifier reads it.
+    pub fn chained(&self) -> ChainedEvent {
+        ChainedEvent {
+            sequence: self.sequence.max(0) as u64,
+            event_type: self.event_type.clone(),
+            event_version: self.event_version.clone(),
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+            recorded_at: self.recorded_at.clone(),
+            prev_hash: self.prev_hash.clone(),
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+/// A case's recorded head: its last sequence and that event's hash.
+pub type Head = (u64, String);
+
+const PG_COLUMNS: &str = "aggregate_id, sequence, event_type, event_version, payload, metadata, \
+    to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at, position, prev_hash, hash";
+const SQLITE_COLUMNS: &str =
+    "aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, position, prev_hash, hash";
 
 /// How to size and time the pool.
 #[derive(Debug, Clone, Copy)]
@@ -137,11 +166,11 @@ impl Default for PoolSettings {
 enum Backend {
     Postgres {
         pool: PgPool,
-        events: PersistedEventStore<PostgresEventRepository, Case>,
+        events: PersistedEventStore<PgChainedRepository, Case>,
     },
     Sqlite {
         pool: SqlitePool,
-        events: PersistedEventStore<SqliteEventRepository, Case>,
+        events: PersistedEventStore<SqliteChainedRepository, Case>,
     },
 }
 
@@ -184,7 +213,7 @@ impl Store {
                     StoreError::Unavailable(format!("cannot reach PostgreSQL at {target}: {e}"))
                 })?;
             let events =
-                PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+                PersistedEventStore::new_event_store(PgChainedRepository::new(pool.clone()));
             Backend::Postgres { pool, events }
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
@@ -214,7 +243,7 @@ impl Store {
                     StoreError::Unavailable(format!("cannot open SQLite file {path}: {e}"))
                 })?;
             let events =
-                PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+                PersistedEventStore::new_event_store(SqliteChainedRepository::new(pool.clone()));
             Backend::Sqlite { pool, events }
         } else {
             return Err(StoreError::Config(
@@ -557,35 +586,177 @@ impl Store {
     pub async fn history(&self, case_id: Uuid) -> Result<Vec<StoredEvent>, StoreError> {
         let id = case_id.to_string();
         let this = self.clone();
-        spawn(async move {
-            match &this.inner.backend {
-                Backend::Postgres { pool, .. } => {
-                    let rows = sqlx::query(
-                        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, position \
-                         FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
-                    )
+        spawn(async move { this.case_events(&id).await }).await
+    }
+
+    async fn case_events(&self, id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+                );
+                let rows = sqlx::query(&sql)
                     .bind(Case::TYPE)
-                    .bind(&id)
+                    .bind(id)
                     .fetch_all(pool)
                     .await
                     .map_err(db_error)?;
-                    rows.iter().map(stored_event_pg).collect()
+                rows.iter().map(stored_event_pg).collect()
+            }
+            Backend::Sqlite { pool, .. } => {
+                let sql = format!(
+                    "SELECT {SQLITE_COLUMNS} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(Case::TYPE)
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter().map(stored_event_sqlite).collect()
+            }
+        }
+    }
+
+    /// A case's events and its recorded head, for verification.
+    pub async fn case_chain(
+        &self,
+        case_id: &str,
+    ) -> Result<(Vec<StoredEvent>, Option<Head>), StoreError> {
+        let events = self.case_events(case_id).await?;
+        let head: Option<(i64, String)> = match &self.inner.backend {
+            Backend::Postgres { pool, .. } => sqlx::query_as(
+                "SELECT last_sequence, head_hash FROM case_heads WHERE aggregate_type = $1 AND aggregate_id = $2",
+            )
+            .bind(Case::TYPE)
+            .bind(case_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?,
+            Backend::Sqlite { pool, .. } => sqlx::query_as(
+                "SELECT last_sequence, head_hash FROM case_heads WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+            )
+            .bind(Case::TYPE)
+            .bind(case_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?,
+        };
+        Ok((events, head.map(|(s, h)| (s.max(0) as u64, h))))
+    }
+
+    /// Every case's recorded head.
+    pub async fn heads(&self) -> Result<HashMap<String, Head>, StoreError> {
+        let sql = "SELECT aggregate_id, last_sequence, head_hash FROM case_heads";
+        let rows: Vec<(String, i64, String)> = match &self.inner.backend {
+            Backend::Postgres { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await,
+            Backend::Sqlite { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await,
+        }
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, s, h)| (id, (s.max(0) as u64, h)))
+            .collect())
+    }
+
+    /// Every event, ordered by case and sequence, handed to `visit` one case at a time.
+    pub async fn for_each_case(
+        &self,
+        mut visit: impl FnMut(&str, Vec<StoredEvent>) + Send,
+    ) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
+        let mut current: Option<String> = None;
+        let mut batch: Vec<StoredEvent> = Vec::new();
+        let mut push = |e: StoredEvent, visit: &mut dyn FnMut(&str, Vec<StoredEvent>)| {
+            if current.as_deref() != Some(e.case_id.as_str()) {
+                if let Some(id) = current.take() {
+                    visit(&id, std::mem::take(&mut batch));
                 }
-                Backend::Sqlite { pool, .. } => {
-                    let rows = sqlx::query(
-                        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, position \
-                         FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
-                    )
-                    .bind(Case::TYPE)
-                    .bind(&id)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_error)?;
-                    rows.iter().map(stored_event_sqlite).collect()
+                current = Some(e.case_id.clone());
+            }
+            batch.push(e);
+        };
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => {
+                let sql = format!("SELECT {PG_COLUMNS} FROM events ORDER BY aggregate_type, aggregate_id, sequence");
+                let mut rows = sqlx::query(&sql).fetch(pool);
+                while let Some(row) = rows.try_next().await.map_err(db_error)? {
+                    push(stored_event_pg(&row)?, &mut visit);
                 }
             }
-        })
-        .await
+            Backend::Sqlite { pool, .. } => {
+                let sql = format!("SELECT {SQLITE_COLUMNS} FROM events ORDER BY aggregate_type, aggregate_id, sequence");
+                let mut rows = sqlx::query(&sql).fetch(pool);
+                while let Some(row) = rows.try_next().await.map_err(db_error)? {
+                    push(stored_event_sqlite(&row)?, &mut visit);
+                }
+            }
+        }
+        if let Some(id) = current.take() {
+            visit(&id, std::mem::take(&mut batch));
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` events after the event at position `after` (from the start when `None`), in
+    /// log order: the order in which they became final. On SQLite, where writes are serialized,
+    /// that is position order. On PostgreSQL it is the order of the writing transactions' ids,
+    /// and only transactions older than every one still in flight are read, so an event never
+    /// appears in front of one already read: no event is skipped or repeated across pages.
+    pub async fn read_log(
+        &self,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events \
+                     WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) \
+                       AND ($1::bigint IS NULL OR (txid, position) > (SELECT txid, position FROM events WHERE position = $1)) \
+                     ORDER BY txid, position LIMIT $2"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter().map(stored_event_pg).collect()
+            }
+            Backend::Sqlite { pool, .. } => {
+                let sql = format!(
+                    "SELECT {SQLITE_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(after.unwrap_or(0))
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter().map(stored_event_sqlite).collect()
+            }
+        }
+    }
+
+    /// Whether an event with this position exists (in flight or final).
+    pub async fn position_exists(&self, position: i64) -> Result<bool, StoreError> {
+        let n: i64 = match &self.inner.backend {
+            Backend::Postgres { pool, .. } => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE position = $1")
+                    .bind(position)
+                    .fetch_one(pool)
+                    .await
+            }
+            Backend::Sqlite { pool, .. } => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE position = ?1")
+                    .bind(position)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .map_err(db_error)?;
+        Ok(n > 0)
     }
 
     /// The PostgreSQL pool, when that is the backend (for tests and tools that inspect the log).
@@ -724,6 +895,8 @@ fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreErro
         metadata: row.try_get(5).map_err(db_error)?,
         recorded_at: row.try_get(6).map_err(db_error)?,
         position: row.try_get(7).map_err(db_error)?,
+        prev_hash: row.try_get(8).map_err(db_error)?,
+        hash: row.try_get(9).map_err(db_error)?,
     })
 }
 
@@ -737,5 +910,7 @@ fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, Sto
         metadata: row.try_get(5).map_err(db_error)?,
         recorded_at: row.try_get(6).map_err(db_error)?,
         position: row.try_get(7).map_err(db_error)?,
+        prev_hash: row.try_get(8).map_err(db_error)?,
+        hash: row.try_get(9).map_err(db_error)?,
     })
 }
