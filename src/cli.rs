@@ -42,6 +42,12 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Work on the read models.
+    Projections {
+        /// What to do.
+        #[command(subcommand)]
+        action: ProjectionsAction,
+    },
     /// Print a token signed with the configured (or generated) secret.
     Token {
         /// mediator, room_admin, auditor, dashboard or admin.
@@ -62,12 +68,23 @@ pub enum Command {
     },
 }
 
+/// Read-model commands.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsAction {
+    /// Rebuild every read model from the log into fresh tables and swap them in; the server may
+    /// keep running meanwhile.
+    Rebuild,
+}
+
 /// Runs the parsed command line.
 pub async fn main(cli: Cli) -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::Migrate => migrate(cli.config).await,
         Command::Verify => verify(cli.config).await,
+        Command::Projections {
+            action: ProjectionsAction::Rebuild,
+        } => rebuild(cli.config).await,
         Command::Export { case_id, .. } => export(cli.config, case_id).await,
         Command::Token {
             role,
@@ -108,6 +125,23 @@ async fn migrate(config: Config) -> Result<(), String> {
     let store = connect(&config).await?;
     store.migrate().await.map_err(|e| e.to_string())?;
     println!("migrations applied ({})", store.kind());
+    Ok(())
+}
+
+async fn rebuild(config: Config) -> Result<(), String> {
+    let store = connect(&config).await?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migration failed: {e}"))?;
+    let started = std::time::Instant::now();
+    let position = crate::projector::rebuild(&store)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "read models rebuilt up to position {position} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -244,14 +278,23 @@ async fn serve(config: Config) -> Result<(), String> {
         rooms.all().count()
     );
     println!("get a token: cargo run --release -- token --role admin --sub admin");
+    let projector = Arc::new(crate::projector::ProjectorStatus::default());
+    let (stop_projector, projector_shutdown) = tokio::sync::watch::channel(false);
+    let projector_task = tokio::spawn(crate::projector::run(
+        store.clone(),
+        projector.clone(),
+        projector_shutdown,
+    ));
     let state = AppState {
         store: store.clone(),
         rooms: Arc::new(rooms),
         key: Arc::new(key),
+        projector,
     };
-    crate::run(listener, state, shutdown_signal())
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
+    let served = crate::run(listener, state, shutdown_signal()).await;
+    let _ = stop_projector.send(true);
+    let _ = projector_task.await;
+    served.map_err(|e| format!("server failed: {e}"))?;
     store.close().await;
     Ok(())
 }

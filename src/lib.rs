@@ -7,6 +7,7 @@
 //! - [`store`]: the event store on PostgreSQL or SQLite, migrations, the command path.
 //! - [`http`]: the axum router, one module per resource, the one error type.
 //! - [`audit`]: the hash chain, verification of cases and of the log, the log digest.
+//! - [`projector`]: the one checkpointed writer of the read models; `rebuild`.
 //! - [`auth`]: tokens, roles, room scoping, masking rules.
 //! - [`rooms`]: the rooms registry.
 //! - [`cli`]: `tiaojie serve | migrate | token`.
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod projector;
 pub mod rooms;
 pub mod store;
 

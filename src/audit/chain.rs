@@ -250,6 +250,9 @@ mod tests {
         assert_eq!(h.len(), 64);
         assert_eq!(h, hex(&event_hash(&ZERO, &fields)));
         assert_ne!(h, hex(&event_hash(&parse_hex(&h).unwrap(), &fields)));
-        assert_eq!(h, "d24e464a6ebb85b438d24c8855022d3bcd2fc0aadc6bdf05c9848e65525549e6");
+        assert_eq!(
+            h,
+            "d24e464a6ebb85b438d24c8855022d3bcd2fc0aadc6bdf05c9848e65525549e6"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Liveness and readiness: `/healthz` says the process is up, `/readyz` that the database answers
-//! and every migration is applied. Neither needs a token.
+//! Liveness and readiness: `/healthz` says the process is up, `/readyz` that the database answers,
+//! every migration is applied and the projector task is running (projecting or standing by). Neither needs a token.
 
 use super::AppState;
 use axum::extract::State;
@@ -20,7 +20,22 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.ready().await {
+    let projector = &state.projector;
+    let running = projector.running.load(std::sync::atomic::Ordering::SeqCst);
+    let active = projector.active.load(std::sync::atomic::Ordering::SeqCst);
+    let position = projector.position.load(std::sync::atomic::Ordering::SeqCst);
+    let store_ready = state.store.ready().await;
+    if running && store_ready.is_ok() {
+        return (
+            StatusCode::OK,
+            Json(
+                json!({"status": "ready", "store": state.store.kind(), "projector": {"active": active, "position": position}}),
+            ),
+        );
+    }
+    match store_ready.and(Err(crate::store::StoreError::Database(
+        "projector not running".into(),
+    ))) {
         Ok(()) => (
             StatusCode::OK,
             Json(json!({"status": "ready", "store": state.store.kind()})),

@@ -10,6 +10,7 @@ pub mod cases;
 pub mod error;
 pub mod health;
 pub mod rooms;
+pub mod statistics;
 pub mod wire;
 
 use crate::auth::{JwtKey, Principal};
@@ -37,6 +38,8 @@ pub struct AppState {
     pub rooms: Arc<Rooms>,
     /// The token key.
     pub key: Arc<JwtKey>,
+    /// What the projector reports (for `/readyz`).
+    pub projector: Arc<crate::projector::ProjectorStatus>,
 }
 
 /// The whole application router.
@@ -49,6 +52,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(rooms::router())
                 .merge(cases::router())
                 .merge(audit::router())
+                .merge(statistics::router())
                 .fallback(not_found),
         )
         .fallback(not_found)

@@ -13,10 +13,11 @@
 //! case number and an idempotency key are used once.
 
 /// PostgreSQL migrations: (version, description, SQL).
-pub const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "events",
-    r#"
+pub const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "events",
+        r#"
 CREATE TABLE IF NOT EXISTS events (
     aggregate_type text   NOT NULL,
     aggregate_id   text   NOT NULL,
@@ -47,13 +48,16 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_case_no ON events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events ((metadata->>'idempotency_key'))
     WHERE metadata->>'idempotency_key' IS NOT NULL;
 "#,
-)];
+    ),
+    (2, "read models", READ_MODELS_POSTGRES),
+];
 
 /// SQLite migrations: (version, description, SQL).
-pub const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "events",
-    r#"
+pub const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "events",
+        r#"
 CREATE TABLE IF NOT EXISTS events (
     position       INTEGER PRIMARY KEY AUTOINCREMENT,
     aggregate_type TEXT    NOT NULL,
@@ -81,4 +85,94 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key
     ON events (json_extract(metadata, '$.idempotency_key'))
     WHERE json_extract(metadata, '$.idempotency_key') IS NOT NULL;
 "#,
-)];
+    ),
+    (2, "read models", READ_MODELS_SQLITE),
+];
+
+/// The read-model tables, named with a `{s}` suffix so that a rebuild can build fresh copies
+/// (`_new`) beside the live ones and swap them in. Times are microseconds since the Unix epoch
+/// (UTC), so the same comparisons work on both stores.
+pub fn read_model_tables(suffix: &str) -> String {
+    READ_MODEL_TABLES.replace("{s}", suffix)
+}
+
+const READ_MODEL_TABLES: &str = r#"
+CREATE TABLE IF NOT EXISTS case_summaries{s} (
+    case_id       TEXT   NOT NULL PRIMARY KEY,
+    case_no       TEXT   NOT NULL,
+    room_id       TEXT   NOT NULL,
+    filed_room_id TEXT   NOT NULL,
+    status        TEXT   NOT NULL,
+    category      TEXT   NOT NULL,
+    source        TEXT   NOT NULL,
+    filed_at      BIGINT NOT NULL,
+    accepted_at   BIGINT,
+    concluded_at  BIGINT,
+    mediators     TEXT   NOT NULL,
+    version       BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_summaries{s}_filed ON case_summaries{s} (filed_at DESC, case_id DESC);
+CREATE TABLE IF NOT EXISTS stat_facts{s} (
+    case_id     TEXT    NOT NULL,
+    seq         BIGINT  NOT NULL,
+    ord         INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    room_id     TEXT    NOT NULL,
+    category    TEXT    NOT NULL,
+    occurred_at BIGINT  NOT NULL,
+    amount_fen  BIGINT,
+    duration_us BIGINT,
+    label       TEXT,
+    PRIMARY KEY (case_id, seq, ord)
+);
+CREATE INDEX IF NOT EXISTS stat_facts{s}_time ON stat_facts{s} (occurred_at);
+CREATE INDEX IF NOT EXISTS stat_facts{s}_case ON stat_facts{s} (case_id, kind, occurred_at);
+"#;
+
+const READ_MODELS_POSTGRES: &str = r#"
+CREATE TABLE IF NOT EXISTS projector_checkpoint (name TEXT PRIMARY KEY, position BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS case_summaries (
+    case_id       TEXT   NOT NULL PRIMARY KEY,
+    case_no       TEXT   NOT NULL,
+    room_id       TEXT   NOT NULL,
+    filed_room_id TEXT   NOT NULL,
+    status        TEXT   NOT NULL,
+    category      TEXT   NOT NULL,
+    source        TEXT   NOT NULL,
+    filed_at      BIGINT NOT NULL,
+    accepted_at   BIGINT,
+    concluded_at  BIGINT,
+    mediators     TEXT   NOT NULL,
+    version       BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_summaries_filed ON case_summaries (filed_at DESC, case_id DESC);
+CREATE TABLE IF NOT EXISTS stat_facts (
+    case_id     TEXT    NOT NULL,
+    seq         BIGINT  NOT NULL,
+    ord         INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    room_id     TEXT    NOT NULL,
+    category    TEXT    NOT NULL,
+    occurred_at BIGINT  NOT NULL,
+    amount_fen  BIGINT,
+    duration_us BIGINT,
+    label       TEXT,
+    PRIMARY KEY (case_id, seq, ord)
+);
+CREATE INDEX IF NOT EXISTS stat_facts_time ON stat_facts (occurred_at);
+CREATE INDEX IF NOT EXISTS stat_facts_case ON stat_facts (case_id, kind, occurred_at);
+"#;
+
+const READ_MODELS_SQLITE: &str = READ_MODELS_POSTGRES;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_migration_creates_the_same_tables_a_rebuild_does() {
+        let migration = super::READ_MODELS_POSTGRES.replace(
+            "CREATE TABLE IF NOT EXISTS projector_checkpoint (name TEXT PRIMARY KEY, position BIGINT NOT NULL);\n",
+            "",
+        );
+        assert_eq!(migration, super::read_model_tables(""));
+    }
+}

@@ -15,6 +15,7 @@
 //! - The database being unreachable is [`StoreError::Unavailable`], never a panic.
 
 pub mod migrations;
+pub mod read_models;
 pub mod repository;
 
 use cqrs_es::event_sink::EventSink;
@@ -180,6 +181,8 @@ type SeriesSlot = Arc<tokio::sync::Mutex<Option<u32>>>;
 struct Inner {
     backend: Backend,
     series: Mutex<HashMap<String, SeriesSlot>>,
+    /// Signalled after every append of this process, so the projector need not wait for a poll.
+    appended: tokio::sync::Notify,
 }
 
 /// The event store. Cheap to clone.
@@ -254,8 +257,14 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 series: Mutex::new(HashMap::new()),
+                appended: tokio::sync::Notify::new(),
             }),
         })
+    }
+
+    /// Completes at the next append made by this process.
+    pub async fn appended(&self) {
+        self.inner.appended.notified().await
     }
 
     /// `postgres` or `sqlite`.
@@ -462,6 +471,7 @@ impl Store {
                     if let Some(guard) = &mut guard {
                         **guard = number;
                     }
+                    self.inner.appended.notify_waiters();
                     return Ok(Executed {
                         case,
                         replayed: false,
@@ -737,6 +747,25 @@ impl Store {
                 rows.iter().map(stored_event_sqlite).collect()
             }
         }
+    }
+
+    /// The position of the last final event in log order (0 when the log is empty).
+    pub async fn read_log_last_position(&self) -> Result<i64, StoreError> {
+        let found: Option<i64> = match &self.inner.backend {
+            Backend::Postgres { pool, .. } => sqlx::query_scalar(
+                "SELECT position FROM events WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY txid DESC, position DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await,
+            Backend::Sqlite { pool, .. } => {
+                sqlx::query_scalar("SELECT MAX(position) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .map_err(db_error)?;
+        Ok(found.unwrap_or(0))
     }
 
     /// Whether an event with this position exists (in flight or final).

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::sync::{Arc, Once};
 use tiaojie::auth::{Claims, JwtKey, Role};
 use tiaojie::http::{app, AppState};
+use tiaojie::projector::ProjectorStatus;
 use tiaojie::rooms::Rooms;
 use tiaojie::store::{PoolSettings, Store};
 use tower::ServiceExt;
@@ -100,6 +101,8 @@ pub struct TestApp {
     pub url: String,
     pub state: AppState,
     pub router: Router,
+    /// Dropping the app stops its projector.
+    pub stop_projector: tokio::sync::watch::Sender<bool>,
 }
 
 pub async fn open(url: &str, max_connections: u32) -> Store {
@@ -125,16 +128,25 @@ impl TestApp {
     /// An app on an existing database (for restarts).
     pub async fn on(backend: Backend, url: String) -> TestApp {
         let store = open(&url, 16).await;
+        let projector = Arc::new(ProjectorStatus::default());
+        let (stop_projector, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(tiaojie::projector::run(
+            store.clone(),
+            projector.clone(),
+            shutdown,
+        ));
         let state = AppState {
             store,
             rooms: Arc::new(Rooms::load(None).unwrap()),
             key: Arc::new(JwtKey::new(SecretString::from(SECRET.to_string()))),
+            projector,
         };
         TestApp {
             backend,
             url,
             router: app(state.clone()),
             state,
+            stop_projector,
         }
     }
 
@@ -218,6 +230,28 @@ impl TestApp {
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         reply.body["events"].as_array().unwrap().len()
+    }
+
+    /// Waits (up to 10 s) until the projector has applied every event in the log.
+    pub async fn projected(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let last = self.state.store.read_log_last_position().await.unwrap();
+            let at = self
+                .state
+                .store
+                .checkpoint(tiaojie::store::read_models::CHECKPOINT)
+                .await
+                .unwrap();
+            if at == last {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "projector stuck at {at}, log at {last}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// The number of events in the whole log.

@@ -1,0 +1,563 @@
+//! The read-model tables: how the projector writes them and how the API reads them. The folds
+//! themselves are pure code in `tiaojie-projections`; this module only moves rows.
+//!
+//! Invariants: a batch of events, its read-model rows and the checkpoint commit in one
+//! transaction, so a crash loses nothing and counts nothing twice; facts are keyed by (case,
+//! sequence, ordinal), so even a replayed batch cannot double-count.
+
+use super::{db_error, Backend, Store, StoreError, StoredEvent};
+use chrono::{DateTime, TimeZone, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tiaojie_domain::{CaseEvent, CaseStatus};
+use tiaojie_projections::facts::{facts, FactKind};
+use tiaojie_projections::indicators::{overdue_after, Cell, CellKey, Window};
+use tiaojie_projections::summary::CaseSummary;
+use uuid::Uuid;
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.inner.backend {
+            Backend::Postgres { pool: $pool, .. } => $body,
+            Backend::Sqlite { pool: $pool, .. } => $body,
+        }
+    };
+}
+
+/// The live projector's checkpoint name.
+pub const CHECKPOINT: &str = "read_models";
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).single().unwrap_or_default()
+}
+
+/// One row of the case list.
+#[derive(Debug, Clone)]
+pub struct SummaryRow {
+    /// The summary.
+    pub summary: CaseSummary,
+}
+
+/// What the case list is filtered by.
+#[derive(Debug, Clone, Default)]
+pub struct CaseFilter {
+    /// Rooms the caller may see (`None`: all).
+    pub scope: Option<Vec<String>>,
+    /// `room_id=`.
+    pub room_id: Option<String>,
+    /// `status=`.
+    pub status: Option<String>,
+    /// `category=`.
+    pub category: Option<String>,
+    /// `mediator_id=`.
+    pub mediator_id: Option<String>,
+    /// `filed_from=` (inclusive).
+    pub filed_from: Option<DateTime<Utc>>,
+    /// `filed_to=` (exclusive).
+    pub filed_to: Option<DateTime<Utc>>,
+    /// Continue after this (filed_at, case_id).
+    pub after: Option<(i64, String)>,
+    /// Page size.
+    pub limit: i64,
+}
+
+type SummaryTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    String,
+    i64,
+);
+
+fn summary_from(row: SummaryTuple) -> Option<CaseSummary> {
+    let (
+        case_id,
+        case_no,
+        room_id,
+        filed_room_id,
+        status,
+        category,
+        source,
+        filed_at,
+        accepted_at,
+        concluded_at,
+        mediators,
+        version,
+    ) = row;
+    Some(CaseSummary {
+        case_id: Uuid::parse_str(&case_id).ok()?,
+        case_no,
+        room_id,
+        filed_room_id,
+        status: CaseStatus::parse(&status)?,
+        category,
+        source,
+        filed_at: from_micros(filed_at),
+        accepted_at: accepted_at.map(from_micros),
+        concluded_at: concluded_at.map(from_micros),
+        mediators: serde_json::from_str(&mediators).ok()?,
+        version: version.max(0) as u64,
+    })
+}
+
+const SUMMARY_COLUMNS: &str = "case_id, case_no, room_id, filed_room_id, status, category, source, filed_at, accepted_at, concluded_at, mediators, version";
+
+impl Store {
+    /// `$n` placeholders as this store writes them.
+    fn sql(&self, text: &str) -> String {
+        match &self.inner.backend {
+            Backend::Postgres { .. } => text.to_string(),
+            Backend::Sqlite { .. } => text.replace('$', "?"),
+        }
+    }
+
+    /// The position the read models have applied up to (0: nothing yet).
+    pub async fn checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        let sql = self.sql("SELECT position FROM projector_checkpoint WHERE name = $1");
+        let found: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(&sql).bind(name).fetch_optional(pool).await)
+            .map_err(db_error)?;
+        Ok(found.unwrap_or(0))
+    }
+
+    /// Applies a batch of events (in log order) to the read-model tables named with `suffix`,
+    /// and moves checkpoint `name` to the batch's last position, all in one transaction.
+    /// `known` caches case summaries across batches; summaries not in it are read first.
+    ///
+    /// The checkpoint moves only from `expected`: when another projector (or a rebuild) moved it
+    /// meanwhile, nothing is written and the answer is `Ok(false)`; the caller re-reads it.
+    pub async fn apply_batch(
+        &self,
+        events: &[StoredEvent],
+        suffix: &str,
+        name: &str,
+        expected: i64,
+        known: &mut HashMap<Uuid, CaseSummary>,
+    ) -> Result<bool, StoreError> {
+        let Some(last) = events.last() else {
+            return Ok(true);
+        };
+        let parsed: Vec<(Uuid, i64, CaseEvent)> = events
+            .iter()
+            .filter_map(|e| {
+                let id = Uuid::parse_str(&e.case_id).ok()?;
+                match serde_json::from_value::<CaseEvent>(e.payload.clone()) {
+                    Ok(ev) => Some((id, e.sequence, ev)),
+                    Err(err) => {
+                        tracing::warn!(position = e.position, %err, "event skipped by the projector: unreadable payload");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let missing: Vec<String> = parsed
+            .iter()
+            .map(|(id, _, _)| *id)
+            .filter(|id| !known.contains_key(id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
+        for chunk in missing.chunks(500) {
+            let rows: Vec<SummaryTuple> = with_pool!(self, pool => {
+                let mut qb = sqlx::QueryBuilder::new(format!("SELECT {SUMMARY_COLUMNS} FROM case_summaries{suffix} WHERE case_id IN ("));
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })
+            .map_err(db_error)?;
+            for row in rows {
+                if let Some(s) = summary_from(row) {
+                    known.insert(s.case_id, s);
+                }
+            }
+        }
+        struct FactRow {
+            case_id: String,
+            seq: i64,
+            ord: i32,
+            kind: FactKind,
+            room_id: String,
+            category: String,
+            occurred_at: i64,
+            amount_fen: Option<i64>,
+            duration_us: Option<i64>,
+            label: Option<String>,
+        }
+        let mut fact_rows = Vec::new();
+        let mut touched: Vec<Uuid> = Vec::new();
+        for (id, seq, event) in &parsed {
+            for (ord, f) in facts(known.get(id), event).into_iter().enumerate() {
+                fact_rows.push(FactRow {
+                    case_id: id.to_string(),
+                    seq: *seq,
+                    ord: ord as i32,
+                    kind: f.kind,
+                    room_id: f.room_id,
+                    category: f.category,
+                    occurred_at: micros(f.occurred_at),
+                    amount_fen: f.amount_fen.map(|a| a as i64),
+                    duration_us: f.duration_us,
+                    label: f.label,
+                });
+            }
+            match known.get_mut(id) {
+                Some(s) => s.apply(event),
+                None => {
+                    if let Some(s) = CaseSummary::start(*id, event) {
+                        known.insert(*id, s);
+                    }
+                }
+            }
+            if !touched.contains(id) {
+                touched.push(*id);
+            }
+        }
+        let checkpoint_sql = self.sql(
+            "INSERT INTO projector_checkpoint (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position WHERE projector_checkpoint.position = $3",
+        );
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            for chunk in touched.chunks(1000) {
+                let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO case_summaries{suffix} ({SUMMARY_COLUMNS}) "));
+                qb.push_values(chunk.iter().filter_map(|id| known.get(id)), |mut b, s| {
+                    b.push_bind(s.case_id.to_string())
+                        .push_bind(s.case_no.clone())
+                        .push_bind(s.room_id.clone())
+                        .push_bind(s.filed_room_id.clone())
+                        .push_bind(s.status.as_str())
+                        .push_bind(s.category.clone())
+                        .push_bind(s.source.clone())
+                        .push_bind(micros(s.filed_at))
+                        .push_bind(s.accepted_at.map(micros))
+                        .push_bind(s.concluded_at.map(micros))
+                        .push_bind(serde_json::to_string(&s.mediators).unwrap_or_else(|_| "[]".into()))
+                        .push_bind(s.version as i64);
+                });
+                qb.push(
+                    " ON CONFLICT (case_id) DO UPDATE SET case_no = excluded.case_no, room_id = excluded.room_id, \
+                     filed_room_id = excluded.filed_room_id, status = excluded.status, category = excluded.category, \
+                     source = excluded.source, filed_at = excluded.filed_at, accepted_at = excluded.accepted_at, \
+                     concluded_at = excluded.concluded_at, mediators = excluded.mediators, version = excluded.version",
+                );
+                qb.build().execute(&mut *tx).await.map_err(db_error)?;
+            }
+            for chunk in fact_rows.chunks(1000) {
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO stat_facts{suffix} (case_id, seq, ord, kind, room_id, category, occurred_at, amount_fen, duration_us, label) "
+                ));
+                qb.push_values(chunk, |mut b, f| {
+                    b.push_bind(f.case_id.clone())
+                        .push_bind(f.seq)
+                        .push_bind(f.ord)
+                        .push_bind(f.kind.as_str())
+                        .push_bind(f.room_id.clone())
+                        .push_bind(f.category.clone())
+                        .push_bind(f.occurred_at)
+                        .push_bind(f.amount_fen)
+                        .push_bind(f.duration_us)
+                        .push_bind(f.label.clone());
+                });
+                qb.push(" ON CONFLICT (case_id, seq, ord) DO NOTHING");
+                qb.build().execute(&mut *tx).await.map_err(db_error)?;
+            }
+            let moved = sqlx::query(&checkpoint_sql)
+                .bind(name)
+                .bind(last.position)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if moved.rows_affected() != 1 {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(false);
+            }
+            tx.commit().await.map_err(db_error)?;
+        });
+        Ok(true)
+    }
+
+    /// A page of the case list, newest filed first, and the checkpoint it reflects.
+    pub async fn list_cases(&self, f: &CaseFilter) -> Result<(Vec<CaseSummary>, i64), StoreError> {
+        let position = self.checkpoint(CHECKPOINT).await?;
+        if f.scope.as_ref().is_some_and(|s| s.is_empty()) {
+            return Ok((Vec::new(), position));
+        }
+        macro_rules! list_query {
+            () => {{
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM case_summaries WHERE 1 = 1"
+                ));
+                if let Some(scope) = &f.scope {
+                    qb.push(" AND room_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for r in scope {
+                        sep.push_bind(r.clone());
+                    }
+                    qb.push(")");
+                }
+                if let Some(v) = &f.room_id {
+                    qb.push(" AND room_id = ").push_bind(v.clone());
+                }
+                if let Some(v) = &f.status {
+                    qb.push(" AND status = ").push_bind(v.clone());
+                }
+                if let Some(v) = &f.category {
+                    qb.push(" AND category = ").push_bind(v.clone());
+                }
+                if let Some(v) = &f.mediator_id {
+                    let quoted = serde_json::to_string(v).unwrap_or_default();
+                    let pattern = format!(
+                        "%{}%",
+                        quoted
+                            .replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_")
+                    );
+                    qb.push(" AND mediators LIKE ")
+                        .push_bind(pattern)
+                        .push(" ESCAPE '\\'");
+                }
+                if let Some(v) = f.filed_from {
+                    qb.push(" AND filed_at >= ").push_bind(micros(v));
+                }
+                if let Some(v) = f.filed_to {
+                    qb.push(" AND filed_at < ").push_bind(micros(v));
+                }
+                if let Some((at, id)) = &f.after {
+                    qb.push(" AND (filed_at < ").push_bind(*at);
+                    qb.push(" OR (filed_at = ").push_bind(*at);
+                    qb.push(" AND case_id < ").push_bind(id.clone());
+                    qb.push("))");
+                }
+                qb.push(" ORDER BY filed_at DESC, case_id DESC LIMIT ")
+                    .push_bind(f.limit);
+                qb
+            }};
+        }
+        let rows: Vec<SummaryTuple> = with_pool!(self, pool => {
+            let mut qb = list_query!();
+            qb.build_query_as().fetch_all(pool).await
+        })
+        .map_err(db_error)?;
+        Ok((
+            rows.into_iter().filter_map(summary_from).collect(),
+            position,
+        ))
+    }
+
+    /// The statistics cells (room, category) for a window, and the checkpoint they reflect,
+    /// read in one snapshot.
+    pub async fn statistics_cells(
+        &self,
+        window: Window,
+    ) -> Result<(BTreeMap<CellKey, Cell>, i64), StoreError> {
+        let from = window.from.map(micros).unwrap_or(i64::MIN);
+        let to = micros(window.to);
+        let overdue_before = micros(window.to - overdue_after());
+        let counts_sql = self.sql(
+            "SELECT room_id, category, kind, COUNT(*), SUM(amount_fen) FROM stat_facts \
+             WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY room_id, category, kind",
+        );
+        let durations_sql = self.sql(
+            "SELECT room_id, category, duration_us FROM stat_facts WHERE kind IN ('resolved', 'terminated') \
+             AND duration_us IS NOT NULL AND occurred_at >= $1 AND occurred_at < $2",
+        );
+        let follow_sql = self.sql(
+            "SELECT f.room_id, f.category, (SELECT u.label FROM stat_facts u WHERE u.case_id = f.case_id \
+             AND u.kind = 'follow_up' AND u.occurred_at < $2 ORDER BY u.occurred_at DESC, u.seq DESC LIMIT 1) \
+             FROM stat_facts f WHERE f.kind = 'resolved' AND f.occurred_at >= $1 AND f.occurred_at < $2",
+        );
+        let open_sql = self.sql(
+            "SELECT COALESCE((SELECT t.room_id FROM stat_facts t WHERE t.case_id = c.case_id AND t.kind = 'transferred_in' \
+             AND t.occurred_at < $1 ORDER BY t.occurred_at DESC, t.seq DESC LIMIT 1), c.filed_room_id), c.category, c.accepted_at \
+             FROM case_summaries c WHERE c.accepted_at < $1 AND (c.concluded_at IS NULL OR c.concluded_at >= $1)",
+        );
+        let checkpoint_sql = self.sql("SELECT position FROM projector_checkpoint WHERE name = $1");
+        let mut cells: BTreeMap<CellKey, Cell> = BTreeMap::new();
+        let (counts, durations, follows, open, position) = with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            if self.kind() == "postgres" {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            let position: Option<i64> = sqlx::query_scalar(&checkpoint_sql).bind(CHECKPOINT).fetch_optional(&mut *tx).await.map_err(db_error)?;
+            let counts: Vec<(String, String, String, i64, Option<i64>)> =
+                sqlx::query_as(&counts_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
+            let durations: Vec<(String, String, i64)> =
+                sqlx::query_as(&durations_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
+            let follows: Vec<(String, String, Option<String>)> =
+                sqlx::query_as(&follow_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
+            let open: Vec<(String, String, i64)> =
+                sqlx::query_as(&open_sql).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            (counts, durations, follows, open, position.unwrap_or(0))
+        });
+        for (room, category, kind, n, amount) in counts {
+            let Some(kind) = FactKind::parse(&kind) else {
+                continue;
+            };
+            if kind == FactKind::FollowUp {
+                continue;
+            }
+            let cell = cells.entry((room, category)).or_default();
+            *cell.counts.entry(kind).or_default() += n.max(0) as u64;
+            let amount = amount.unwrap_or(0).max(0) as u64;
+            match kind {
+                FactKind::Filed => cell.amount_in_dispute_fen += amount,
+                FactKind::Resolved => cell.amount_agreed_fen += amount,
+                _ => {}
+            }
+        }
+        for (room, category, d) in durations {
+            cells
+                .entry((room, category))
+                .or_default()
+                .durations_us
+                .push(d);
+        }
+        for (room, category, latest) in follows {
+            if let Some(label) = latest {
+                let cell = cells.entry((room, category)).or_default();
+                cell.followed_up += 1;
+                if label == "full" {
+                    cell.performed_full += 1;
+                }
+            }
+        }
+        for (room, category, accepted_at) in open {
+            let cell = cells.entry((room, category)).or_default();
+            cell.open += 1;
+            if accepted_at < overdue_before {
+                cell.overdue_open += 1;
+            }
+        }
+        Ok((cells, position))
+    }
+
+    /// For one room and window: filings by source, and filings, agreements and terminations by
+    /// Shenzhen month.
+    pub async fn room_breakdown(
+        &self,
+        room_id: &str,
+        window: Window,
+    ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, [u64; 3]>), StoreError> {
+        let from = window.from.map(micros).unwrap_or(i64::MIN);
+        let to = micros(window.to);
+        let sql = self.sql(
+            "SELECT kind, label, occurred_at FROM stat_facts WHERE room_id = $1 \
+             AND kind IN ('filed', 'resolved', 'terminated') AND occurred_at >= $2 AND occurred_at < $3",
+        );
+        let rows: Vec<(String, Option<String>, i64)> =
+            with_pool!(self, pool => sqlx::query_as(&sql).bind(room_id).bind(from).bind(to).fetch_all(pool).await)
+                .map_err(db_error)?;
+        let mut by_source = BTreeMap::new();
+        let mut monthly: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+        let offset = tiaojie_domain::shenzhen_offset();
+        for (kind, label, at) in rows {
+            let month = from_micros(at)
+                .with_timezone(&offset)
+                .format("%Y-%m")
+                .to_string();
+            let slot = monthly.entry(month).or_default();
+            match kind.as_str() {
+                "filed" => {
+                    slot[0] += 1;
+                    *by_source.entry(label.unwrap_or_default()).or_default() += 1;
+                }
+                "resolved" => slot[1] += 1,
+                _ => slot[2] += 1,
+            }
+        }
+        Ok((by_source, monthly))
+    }
+
+    /// Sets checkpoint `name` back to the start of the log.
+    pub async fn reset_checkpoint(&self, name: &str) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "INSERT INTO projector_checkpoint (name, position) VALUES ($1, 0) \
+             ON CONFLICT (name) DO UPDATE SET position = 0",
+        );
+        with_pool!(self, pool => sqlx::query(&sql).bind(name).execute(pool).await.map(drop))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Empties the `_new` read-model tables and builds them afresh (for a rebuild).
+    pub async fn create_fresh_read_models(&self, suffix: &str) -> Result<(), StoreError> {
+        let drop = format!(
+            "DROP TABLE IF EXISTS case_summaries{suffix}; DROP TABLE IF EXISTS stat_facts{suffix};"
+        );
+        let create = super::migrations::read_model_tables(suffix);
+        with_pool!(self, pool => {
+            sqlx::raw_sql(&drop).execute(pool).await.map_err(db_error)?;
+            sqlx::raw_sql(&create).execute(pool).await.map_err(db_error)?;
+        });
+        Ok(())
+    }
+
+    /// Swaps the `suffix` tables in for the live ones and sets the live checkpoint to `position`,
+    /// in one transaction that first catches the new tables up with `catch_up` events.
+    pub async fn swap_read_models(
+        &self,
+        suffix: &str,
+        from_name: &str,
+        known: &mut HashMap<Uuid, CaseSummary>,
+    ) -> Result<i64, StoreError> {
+        // Lock out the live projector (it writes the checkpoint row in every batch), catch the
+        // new tables up to the log's end, then rename them into place.
+        let lock = match self.kind() {
+            "postgres" => "LOCK TABLE projector_checkpoint IN ACCESS EXCLUSIVE MODE",
+            _ => "SELECT 1",
+        };
+        loop {
+            let after = self.checkpoint(from_name).await?;
+            let page = self.read_log(Some(after).filter(|a| *a > 0), 5_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            if !self
+                .apply_batch(&page, suffix, from_name, after, known)
+                .await?
+            {
+                return Err(StoreError::Database("another rebuild is running".into()));
+            }
+        }
+        let rename = format!(
+            "DROP TABLE case_summaries; DROP TABLE stat_facts; \
+             ALTER TABLE case_summaries{suffix} RENAME TO case_summaries; ALTER TABLE stat_facts{suffix} RENAME TO stat_facts;"
+        );
+        let move_checkpoint = self.sql(
+            "INSERT INTO projector_checkpoint (name, position) SELECT $1, position FROM projector_checkpoint WHERE name = $2 \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        );
+        let read_new = self.sql("SELECT position FROM projector_checkpoint WHERE name = $1");
+        let position = with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            sqlx::query(lock).execute(&mut *tx).await.map_err(db_error)?;
+            // Events committed since the loop above: apply them inside the lock.
+            let position: Option<i64> = sqlx::query_scalar(&read_new).bind(from_name).fetch_optional(&mut *tx).await.map_err(db_error)?;
+            sqlx::raw_sql(&rename).execute(&mut *tx).await.map_err(db_error)?;
+            sqlx::query(&move_checkpoint).bind(CHECKPOINT).bind(from_name).execute(&mut *tx).await.map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            position.unwrap_or(0)
+        });
+        Ok(position)
+    }
+}
