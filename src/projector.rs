@@ -69,11 +69,20 @@ async fn lead_postgres(
     status: &ProjectorStatus,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await.map_err(crate::store::db_error)?;
+    // A connection of its own, outside the request pool: it holds the lock for as long as this
+    // process projects, and must not take a request's place.
+    let options = pool.connect_options();
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        sqlx::Connection::connect_with(&*options),
+    )
+    .await
+    .map_err(|_| StoreError::Unavailable("timed out connecting for the projector lock".into()))?
+    .map_err(crate::store::db_error)?;
     loop {
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(LOCK_KEY)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await
             .map_err(crate::store::db_error)?;
         if got {
@@ -88,12 +97,13 @@ async fn lead_postgres(
         }
     }
     tracing::info!("projector active (holding the PostgreSQL projector lock)");
-    let result = project(store, status, shutdown, Some(&mut *conn)).await;
+    let result = project(store, status, shutdown, Some(&mut conn)).await;
     // Release explicitly; closing the connection would release it too.
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(LOCK_KEY)
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await;
+    let _ = sqlx::Connection::close(conn).await;
     result
 }
 

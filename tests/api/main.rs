@@ -8,9 +8,11 @@
 
 mod support;
 
+mod audit;
 mod auth_matrix;
 mod cancellation;
 mod concurrency;
+mod export_script;
 mod lifecycle;
 mod restart;
 mod serve;
