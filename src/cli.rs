@@ -1,5 +1,7 @@
 //! The command line: `tiaojie` (or `tiaojie serve`) runs the server; `tiaojie migrate` applies
-//! migrations; `tiaojie token` prints a token signed with the server's secret.
+//! migrations; `tiaojie verify` checks every hash chain; `tiaojie export` writes histories as JSON
+//! Lines; `tiaojie projections rebuild` rebuilds the read models; `tiaojie token` prints a token
+//! signed with the server's secret.
 //! Failures print one line on stderr and exit non-zero; nothing here panics on bad input.
 
 use crate::auth::{self, Claims, JwtKey, Role};

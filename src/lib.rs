@@ -10,7 +10,7 @@
 //! - [`projector`]: the one checkpointed writer of the read models; `rebuild`.
 //! - [`auth`]: tokens, roles, room scoping, masking rules.
 //! - [`rooms`]: the rooms registry.
-//! - [`cli`]: `tiaojie serve | migrate | token`.
+//! - [`cli`]: `tiaojie serve | migrate | verify | export | projections rebuild | token`.
 //!
 //! The server is [`run`]`(listener, state, shutdown)`, so tests start it on `127.0.0.1:0`, and
 //! [`http::app`] is the router alone, for `oneshot` tests.

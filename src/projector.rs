@@ -44,6 +44,15 @@ fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
 /// Runs until `shutdown` turns true (or its sender is dropped). Database failures are logged and
 /// retried; they never end it.
 pub async fn run(store: Store, status: Arc<ProjectorStatus>, mut shutdown: watch::Receiver<bool>) {
+    /// Marks the projector stopped however the task ends, a panic included, so `/readyz` tells.
+    struct Running(Arc<ProjectorStatus>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.running.store(false, Ordering::SeqCst);
+            self.0.active.store(false, Ordering::SeqCst);
+        }
+    }
+    let _running = Running(status.clone());
     status.running.store(true, Ordering::SeqCst);
     while !stopping(&shutdown) {
         let outcome = match store.postgres_pool() {
@@ -163,9 +172,11 @@ async fn project(
 /// (and the live projector) keep running. Returns the position the new tables reflect.
 pub async fn rebuild(store: &Store) -> Result<i64, StoreError> {
     const NAME: &str = "rebuild";
-    const SUFFIX: &str = "_new";
-    store.create_fresh_read_models(SUFFIX).await?;
+    // A fresh suffix each time: the tables are renamed into place, but their indexes keep the
+    // names they were built with, and a reused name would collide with the live table's.
+    let suffix = format!("_rebuild_{}", chrono::Utc::now().timestamp_millis());
+    store.create_fresh_read_models(&suffix).await?;
     store.reset_checkpoint(NAME).await?;
     let mut known = HashMap::new();
-    store.swap_read_models(SUFFIX, NAME, &mut known).await
+    store.swap_read_models(&suffix, NAME, &mut known).await
 }

@@ -42,7 +42,14 @@ async fn verify_case(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (case_id, _) = readable_case(&state, &caller, &id).await?;
+    // Auditors and admins verify any case the store knows of, also one whose every event was
+    // deleted (its recorded head remains); room staff verify the cases they can read.
+    let case_id = match caller.role {
+        Role::Auditor | Role::Admin => {
+            uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("no such case".into()))?
+        }
+        _ => readable_case(&state, &caller, &id).await?.0,
+    };
     let check = audit::verify_case(&state.store, &case_id.to_string())
         .await?
         .ok_or_else(|| ApiError::NotFound("no such case".into()))?;

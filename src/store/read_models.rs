@@ -320,17 +320,14 @@ impl Store {
                     qb.push(" AND category = ").push_bind(v.clone());
                 }
                 if let Some(v) = &f.mediator_id {
+                    // The JSON-quoted id as an exact, case-sensitive substring of the stored
+                    // JSON array (SQLite's LIKE ignores ASCII case).
                     let quoted = serde_json::to_string(v).unwrap_or_default();
-                    let pattern = format!(
-                        "%{}%",
-                        quoted
-                            .replace('\\', "\\\\")
-                            .replace('%', "\\%")
-                            .replace('_', "\\_")
-                    );
-                    qb.push(" AND mediators LIKE ")
-                        .push_bind(pattern)
-                        .push(" ESCAPE '\\'");
+                    let contains = match self.kind() {
+                        "postgres" => " AND strpos(mediators, ",
+                        _ => " AND instr(mediators, ",
+                    };
+                    qb.push(contains).push_bind(quoted).push(") > 0");
                 }
                 if let Some(v) = f.filed_from {
                     qb.push(" AND filed_at >= ").push_bind(micros(v));
@@ -370,7 +367,7 @@ impl Store {
         let to = micros(window.to);
         let overdue_before = micros(window.to - overdue_after());
         let counts_sql = self.sql(
-            "SELECT room_id, category, kind, COUNT(*), SUM(amount_fen) FROM stat_facts \
+            "SELECT room_id, category, kind, COUNT(*), CAST(SUM(amount_fen) AS BIGINT) FROM stat_facts \
              WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY room_id, category, kind",
         );
         let durations_sql = self.sql(
@@ -512,8 +509,10 @@ impl Store {
         Ok(())
     }
 
-    /// Swaps the `suffix` tables in for the live ones and sets the live checkpoint to `position`,
-    /// in one transaction that first catches the new tables up with `catch_up` events.
+    /// Catches the `suffix` tables up with the log under checkpoint `from_name`, then, in one
+    /// transaction, swaps them in for the live ones and gives the live checkpoint their position.
+    /// Events committed after the catch-up are not in the new tables; the live projector finds
+    /// its checkpoint moved and applies them from there.
     pub async fn swap_read_models(
         &self,
         suffix: &str,
@@ -524,7 +523,10 @@ impl Store {
         // new tables up to the log's end, then rename them into place.
         let lock = match self.kind() {
             "postgres" => "LOCK TABLE projector_checkpoint IN ACCESS EXCLUSIVE MODE",
-            _ => "SELECT 1",
+            // SQLite: a write first, so the transaction takes the write lock at once (waiting
+            // its turn); a read first would make the later rename an upgrade, which fails with
+            // "database is locked" as soon as anyone else has written meanwhile.
+            _ => "UPDATE projector_checkpoint SET position = position",
         };
         loop {
             let after = self.checkpoint(from_name).await?;
@@ -551,7 +553,6 @@ impl Store {
         let position = with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db_error)?;
             sqlx::query(lock).execute(&mut *tx).await.map_err(db_error)?;
-            // Events committed since the loop above: apply them inside the lock.
             let position: Option<i64> = sqlx::query_scalar(&read_new).bind(from_name).fetch_optional(&mut *tx).await.map_err(db_error)?;
             sqlx::raw_sql(&rename).execute(&mut *tx).await.map_err(db_error)?;
             sqlx::query(&move_checkpoint).bind(CHECKPOINT).bind(from_name).execute(&mut *tx).await.map_err(db_error)?;

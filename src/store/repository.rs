@@ -1,13 +1,16 @@
-//! The append path with the hash chain: our `PersistedEventRepository` for each store. Reads go
-//! to postgres-es / sqlite-es unchanged; `persist` is ours, because every appended event must be
-//! chained in the same transaction that stores it.
+//! The append path with the hash chain: our `PersistedEventRepository` for each store. Snapshot
+//! and stream reads go to postgres-es / sqlite-es unchanged; `persist` is ours, because every
+//! appended event must be chained in the same transaction that stores it. On PostgreSQL the case
+//! load is ours too: it notes the case's head, so that the append that follows is one statement.
 //!
 //! Invariants:
 //! - Every writer appends through [`persist`](PersistedEventRepository::persist) here; there is
 //!   no other INSERT into `events`.
-//! - In one transaction: read the case's head (`case_heads`), chain and insert the new events
-//!   with the time they are recorded, move the head. A head that moved meanwhile, or a sequence
-//!   already taken, is an optimistic-lock conflict and nothing is written.
+//! - An event is stored only together with its chain link and the case head it moves to: in one
+//!   statement (PostgreSQL, one event whose predecessor the load saw: inserted only if the stored
+//!   head is that predecessor) or in one transaction (read the head, insert, move the head). A
+//!   head that moved meanwhile, or a sequence already taken, is an optimistic-lock conflict and
+//!   nothing is written.
 //! - `recorded_at` is truncated to microseconds before it is hashed, so what is stored is exactly
 //!   what was hashed on both stores.
 
@@ -114,11 +117,19 @@ fn expect_head(
     }
 }
 
-/// PostgreSQL: postgres-es for reads, the chained append for writes.
+/// PostgreSQL: postgres-es for snapshots and streams, our own event read (which also notes the
+/// case's head) and the chained append.
 pub struct PgChainedRepository {
     pool: PgPool,
     reads: PostgresEventRepository,
+    /// The head (last sequence, hash) each recently loaded case had when it was loaded, so the
+    /// append that follows a load needs no read of its own. Only a hint: the append checks it
+    /// against the stored head in the same statement.
+    heads: std::sync::Mutex<std::collections::HashMap<String, (usize, String)>>,
 }
+
+/// How many loaded heads are remembered before the hint cache is emptied.
+const HEAD_HINTS: usize = 10_000;
 
 impl PgChainedRepository {
     /// A repository on `pool`.
@@ -126,6 +137,64 @@ impl PgChainedRepository {
         PgChainedRepository {
             reads: PostgresEventRepository::new(pool.clone()),
             pool,
+            heads: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn hint(&self, case_id: &str) -> Option<(usize, String)> {
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(case_id)
+    }
+
+    fn remember(&self, case_id: &str, head: (usize, String)) {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        if heads.len() >= HEAD_HINTS {
+            heads.clear();
+        }
+        heads.insert(case_id.to_string(), head);
+    }
+
+    /// The append of one event as one statement (one round trip, one commit): the event is
+    /// inserted only if the stored head is the one it chains to, and the head moves with it.
+    async fn append_one<A: Aggregate>(
+        &self,
+        e: &Chained,
+        case_id: &str,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<(), PersistenceError> {
+        let appended = sqlx::query(
+            "WITH ev AS ( \
+                 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
+                 SELECT $1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10 \
+                 WHERE COALESCE( \
+                     (SELECT head_hash FROM case_heads WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence = $3 - 1), \
+                     CASE WHEN $3 = 1 AND NOT EXISTS (SELECT 1 FROM case_heads WHERE aggregate_type = $1 AND aggregate_id = $2) THEN $9 END \
+                 ) = $9 \
+                 RETURNING sequence) \
+             INSERT INTO case_heads (aggregate_type, aggregate_id, last_sequence, head_hash) \
+             SELECT $1, $2, sequence, $10 FROM ev \
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, head_hash = EXCLUDED.head_hash",
+        )
+        .bind(A::TYPE)
+        .bind(case_id)
+        .bind(e.sequence)
+        .bind(&e.event_type)
+        .bind(&e.event_version)
+        .bind(&e.payload)
+        .bind(&e.metadata)
+        .bind(recorded_at)
+        .bind(&e.prev_hash)
+        .bind(&e.hash)
+        .execute(&self.pool)
+        .await
+        .map_err(persistence_error)?;
+        if appended.rows_affected() == 1 {
+            Ok(())
+        } else {
+            // The stored head is not the one this event chains to: nothing was written.
+            Err(PersistenceError::OptimisticLockError)
         }
     }
 }
@@ -148,13 +217,6 @@ impl SqliteChainedRepository {
 
 macro_rules! delegate_reads {
     () => {
-        async fn get_events<A: Aggregate>(
-            &self,
-            aggregate_id: &str,
-        ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-            self.reads.get_events::<A>(aggregate_id).await
-        }
-
         async fn get_last_events<A: Aggregate>(
             &self,
             aggregate_id: &str,
@@ -197,6 +259,41 @@ fn check_batch(snapshot: &Option<(String, Value, usize)>) -> Result<(), Persiste
 impl PersistedEventRepository for PgChainedRepository {
     delegate_reads!();
 
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        use futures_util::TryStreamExt;
+        use sqlx::Row;
+        let mut rows = sqlx::query(
+            "SELECT sequence, event_type, event_version, payload, metadata, hash FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch(&self.pool);
+        let mut events = Vec::new();
+        let mut head = None;
+        while let Some(row) = rows.try_next().await.map_err(persistence_error)? {
+            let sequence: i64 = row.try_get(0).map_err(persistence_error)?;
+            let hash: String = row.try_get(5).map_err(persistence_error)?;
+            head = Some((sequence as usize, hash));
+            events.push(SerializedEvent::new(
+                aggregate_id.to_string(),
+                sequence as usize,
+                A::TYPE.to_string(),
+                row.try_get(1).map_err(persistence_error)?,
+                row.try_get(2).map_err(persistence_error)?,
+                row.try_get(3).map_err(persistence_error)?,
+                row.try_get(4).map_err(persistence_error)?,
+            ));
+        }
+        if let Some(head) = head {
+            self.remember(aggregate_id, head);
+        }
+        Ok(events)
+    }
+
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
@@ -207,6 +304,19 @@ impl PersistedEventRepository for PgChainedRepository {
             return Ok(());
         };
         let case_id = first.aggregate_id.as_str();
+        let hint = self.hint(case_id);
+        let known_prev = match (first.sequence, &hint) {
+            (1, _) => Some(chain::ZERO),
+            (n, Some((last, hash))) if *last + 1 == n => chain::parse_hex(hash),
+            _ => None,
+        };
+        if let (Some(prev), [_]) = (known_prev, events) {
+            let recorded_at = Utc::now().trunc_subsecs(6);
+            let chained = chain_events(events, prev, &recorded_at_text(recorded_at));
+            return self
+                .append_one::<A>(&chained[0], case_id, recorded_at)
+                .await;
+        }
         let mut tx = self.pool.begin().await.map_err(persistence_error)?;
         let head: Option<(i64, String)> = sqlx::query_as(
             "SELECT last_sequence, head_hash FROM case_heads WHERE aggregate_type = $1 AND aggregate_id = $2",
@@ -261,6 +371,13 @@ impl PersistedEventRepository for PgChainedRepository {
 
 impl PersistedEventRepository for SqliteChainedRepository {
     delegate_reads!();
+
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads.get_events::<A>(aggregate_id).await
+    }
 
     async fn persist<A: Aggregate>(
         &self,
