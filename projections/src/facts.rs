@@ -129,9 +129,12 @@ pub fn facts(before: Option<&CaseSummary>, event: &CaseEvent) -> Vec<Fact> {
         (Some(s), e) => {
             let room = s.room_id.as_str();
             let category = s.category.as_str();
+            // Whole microseconds of both instants, as the read models store them: a summary read
+            // back from its table (accepted_at cut to microseconds) gives the same duration as
+            // one folded in memory.
             let duration = s
                 .accepted_at
-                .map(|a| (at - a).num_microseconds().unwrap_or(i64::MAX));
+                .map(|a| at.timestamp_micros().saturating_sub(a.timestamp_micros()));
             match e {
                 CaseEvent::CaseAccepted { .. } => {
                     vec![fact(FactKind::Accepted, room, category, at)]

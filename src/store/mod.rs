@@ -35,7 +35,7 @@ use tiaojie_domain::{Case, CaseCommand, CaseError, CaseEvent};
 use uuid::Uuid;
 
 use crate::audit::chain::ChainedEvent;
-use repository::{PgChainedRepository, SqliteChainedRepository};
+use repository::{HeadHints, PgChainedRepository, SqliteChainedRepository};
 
 /// Why the store could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -183,7 +183,15 @@ struct Inner {
     series: Mutex<HashMap<String, SeriesSlot>>,
     /// Signalled after every append of this process, so the projector need not wait for a poll.
     appended: tokio::sync::Notify,
+    /// Heads of recently loaded or appended cases (shared with the repository).
+    heads: Arc<HeadHints>,
+    /// Recently folded cases. A cached case is used only while the stored head still has its
+    /// version: commands check that in the append itself, reads with one key lookup.
+    states: Mutex<HashMap<String, Case>>,
 }
+
+/// How many folded cases are kept before the cache is emptied.
+const CACHED_STATES: usize = 10_000;
 
 /// The event store. Cheap to clone.
 #[derive(Clone)]
@@ -198,6 +206,7 @@ impl Store {
     /// Connects to `postgres://…` or `sqlite://…` (creating the SQLite file and its folder).
     /// Fails with a one-line message when the database cannot be reached.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Store, StoreError> {
+        let heads = Arc::new(HeadHints::default());
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
@@ -209,14 +218,19 @@ impl Store {
             );
             let pool = PgPoolOptions::new()
                 .max_connections(settings.max_connections)
+                // A broken connection fails its query and is discarded; a ping before every
+                // use would add a round trip to each command.
+                .test_before_acquire(false)
                 .acquire_timeout(settings.acquire_timeout)
                 .connect_with(opts)
                 .await
                 .map_err(|e| {
                     StoreError::Unavailable(format!("cannot reach PostgreSQL at {target}: {e}"))
                 })?;
-            let events =
-                PersistedEventStore::new_event_store(PgChainedRepository::new(pool.clone()));
+            let events = PersistedEventStore::new_event_store(PgChainedRepository::new(
+                pool.clone(),
+                heads.clone(),
+            ));
             Backend::Postgres { pool, events }
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
@@ -239,14 +253,17 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.max_connections.min(8))
+                .test_before_acquire(false)
                 .acquire_timeout(settings.acquire_timeout)
                 .connect_with(opts)
                 .await
                 .map_err(|e| {
                     StoreError::Unavailable(format!("cannot open SQLite file {path}: {e}"))
                 })?;
-            let events =
-                PersistedEventStore::new_event_store(SqliteChainedRepository::new(pool.clone()));
+            let events = PersistedEventStore::new_event_store(SqliteChainedRepository::new(
+                pool.clone(),
+                heads.clone(),
+            ));
             Backend::Sqlite { pool, events }
         } else {
             return Err(StoreError::Config(
@@ -258,6 +275,8 @@ impl Store {
                 backend,
                 series: Mutex::new(HashMap::new()),
                 appended: tokio::sync::Notify::new(),
+                heads,
+                states: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -377,13 +396,88 @@ impl Store {
         let id = case_id.to_string();
         let this = self.clone();
         spawn(async move {
+            if let Some(cached) = this.cached(&id) {
+                // The cached fold is the case only while the stored head is still its last event.
+                if this.stored_head_sequence(&id).await? == Some(cached.version) {
+                    return Ok(cached);
+                }
+            }
             let result = match &this.inner.backend {
                 Backend::Postgres { events, .. } => events.load_aggregate(&id).await,
                 Backend::Sqlite { events, .. } => events.load_aggregate(&id).await,
             };
-            result.map(|ctx| ctx.aggregate).map_err(aggregate_error)
+            let case = result.map(|ctx| ctx.aggregate).map_err(aggregate_error)?;
+            this.cache(&id, &case);
+            Ok(case)
         })
         .await
+    }
+
+    fn cached(&self, id: &str) -> Option<Case> {
+        self.inner
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn cache(&self, id: &str, case: &Case) {
+        if case.file.is_none() {
+            return;
+        }
+        let mut states = self.inner.states.lock().unwrap_or_else(|p| p.into_inner());
+        if states.len() >= CACHED_STATES {
+            states.clear();
+        }
+        states.insert(id.to_string(), case.clone());
+    }
+
+    fn uncache(&self, id: &str) {
+        self.inner
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.inner.heads.forget(id);
+    }
+
+    /// The last sequence the store's head records for a case.
+    async fn stored_head_sequence(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let found: Option<i64> = match &self.inner.backend {
+            Backend::Postgres { pool, .. } => sqlx::query_scalar(
+                "SELECT last_sequence FROM case_heads WHERE aggregate_type = $1 AND aggregate_id = $2",
+            )
+            .bind(Case::TYPE)
+            .bind(id)
+            .fetch_optional(pool)
+            .await,
+            Backend::Sqlite { pool, .. } => sqlx::query_scalar(
+                "SELECT last_sequence FROM case_heads WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+            )
+            .bind(Case::TYPE)
+            .bind(id)
+            .fetch_optional(pool)
+            .await,
+        }
+        .map_err(db_error)?;
+        Ok(found.map(|s| s.max(0) as u64))
+    }
+
+    /// The cached state of a case to run a command against, when its head is known too (so the
+    /// append can chain without reading); the append itself checks it is still current.
+    fn command_state(
+        &self,
+        id: &str,
+    ) -> Option<cqrs_es::persist::EventStoreAggregateContext<Case>> {
+        let case = self.cached(id)?;
+        let (sequence, _) = self.inner.heads.get(id)?;
+        (sequence as u64 == case.version).then(|| cqrs_es::persist::EventStoreAggregateContext {
+            aggregate_id: id.to_string(),
+            current_sequence: sequence,
+            aggregate: case,
+            current_snapshot: None,
+        })
     }
 
     /// Runs a command against a case and appends its event.
@@ -439,6 +533,7 @@ impl Store {
         }
         let id = case_id.to_string();
         let slot = numbering.as_ref().map(|series| self.series_slot(series));
+        let mut retried_stale = false;
         for _ in 0..NUMBERING_ATTEMPTS {
             let mut guard = match &slot {
                 Some(slot) => Some(slot.clone().lock_owned().await),
@@ -458,12 +553,18 @@ impl Store {
                 }
                 _ => None,
             };
+            let cached = if number.is_none() {
+                self.command_state(&id)
+            } else {
+                None
+            };
+            let from_cache = cached.is_some();
             let outcome = match &self.inner.backend {
                 Backend::Postgres { events, .. } => {
-                    run(events, &id, number, &build, metadata.clone()).await
+                    run(events, &id, cached, number, &build, metadata.clone()).await
                 }
                 Backend::Sqlite { events, .. } => {
-                    run(events, &id, number, &build, metadata.clone()).await
+                    run(events, &id, cached, number, &build, metadata.clone()).await
                 }
             };
             match outcome {
@@ -471,6 +572,7 @@ impl Store {
                     if let Some(guard) = &mut guard {
                         **guard = number;
                     }
+                    self.cache(&id, &case);
                     self.inner.appended.notify_waiters();
                     return Ok(Executed {
                         case,
@@ -481,6 +583,13 @@ impl Store {
                 Err(RunError::Domain(e)) => return Err(ExecuteError::Domain(e)),
                 Err(RunError::Store(e)) => return Err(ExecuteError::Store(e)),
                 Err(RunError::Conflict) => {
+                    self.uncache(&id);
+                    if from_cache && !retried_stale {
+                        // The cached state was stale (another process wrote): decide again on
+                        // the case as it is now.
+                        retried_stale = true;
+                        continue;
+                    }
                     if let Some(idem) = &meta.idempotency {
                         if let Some(replay) =
                             self.replay(idem).await.map_err(ExecuteError::Store)?
@@ -833,6 +942,7 @@ enum RunError<E> {
 async fn run<S, E, F>(
     events: &S,
     id: &str,
+    cached: Option<cqrs_es::persist::EventStoreAggregateContext<Case>>,
     number: Option<u32>,
     build: &F,
     metadata: HashMap<String, String>,
@@ -841,7 +951,10 @@ where
     S: EventStore<Case, AC = cqrs_es::persist::EventStoreAggregateContext<Case>>,
     F: Fn(&Case, Option<u32>) -> Result<CaseCommand, E> + Sync,
 {
-    let mut context = events.load_aggregate(id).await.map_err(run_error)?;
+    let mut context = match cached {
+        Some(context) => context,
+        None => events.load_aggregate(id).await.map_err(run_error)?,
+    };
     let command = build(&context.aggregate, number).map_err(RunError::Rejected)?;
     let sink = EventSink::default();
     context

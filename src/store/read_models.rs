@@ -232,6 +232,19 @@ impl Store {
         );
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db_error)?;
+            // The checkpoint first: a rebuild's swap locks projector_checkpoint before it drops
+            // the live tables, so taking the same order here cannot deadlock with it.
+            let moved = sqlx::query(&checkpoint_sql)
+                .bind(name)
+                .bind(last.position)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if moved.rows_affected() != 1 {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(false);
+            }
             for chunk in touched.chunks(1000) {
                 let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO case_summaries{suffix} ({SUMMARY_COLUMNS}) "));
                 qb.push_values(chunk.iter().filter_map(|id| known.get(id)), |mut b, s| {
@@ -274,17 +287,6 @@ impl Store {
                 });
                 qb.push(" ON CONFLICT (case_id, seq, ord) DO NOTHING");
                 qb.build().execute(&mut *tx).await.map_err(db_error)?;
-            }
-            let moved = sqlx::query(&checkpoint_sql)
-                .bind(name)
-                .bind(last.position)
-                .bind(expected)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            if moved.rows_affected() != 1 {
-                tx.rollback().await.map_err(db_error)?;
-                return Ok(false);
             }
             tx.commit().await.map_err(db_error)?;
         });

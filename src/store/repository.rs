@@ -117,43 +117,60 @@ fn expect_head(
     }
 }
 
+/// The head (last sequence, hash) of recently loaded or appended cases, shared by the store and
+/// its repository, so that the append that follows a load (or a cached state) needs no read of
+/// its own. Only a hint: every append checks it against the stored head.
+#[derive(Debug, Default)]
+pub struct HeadHints(std::sync::Mutex<std::collections::HashMap<String, (usize, String)>>);
+
+/// How many heads are remembered before the hints are emptied.
+const HEAD_HINTS: usize = 10_000;
+
+impl HeadHints {
+    /// The head last seen for a case, if any.
+    pub fn get(&self, case_id: &str) -> Option<(usize, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(case_id)
+            .cloned()
+    }
+
+    /// Notes a case's head.
+    pub fn remember(&self, case_id: &str, head: (usize, String)) {
+        let mut heads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if heads.len() >= HEAD_HINTS {
+            heads.clear();
+        }
+        heads.insert(case_id.to_string(), head);
+    }
+
+    /// Forgets a case's head (after a conflict).
+    pub fn forget(&self, case_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(case_id);
+    }
+}
+
 /// PostgreSQL: postgres-es for snapshots and streams, our own event read (which also notes the
 /// case's head) and the chained append.
 pub struct PgChainedRepository {
     pool: PgPool,
     reads: PostgresEventRepository,
-    /// The head (last sequence, hash) each recently loaded case had when it was loaded, so the
-    /// append that follows a load needs no read of its own. Only a hint: the append checks it
-    /// against the stored head in the same statement.
-    heads: std::sync::Mutex<std::collections::HashMap<String, (usize, String)>>,
+    /// Heads seen by loads and appends.
+    heads: std::sync::Arc<HeadHints>,
 }
 
-/// How many loaded heads are remembered before the hint cache is emptied.
-const HEAD_HINTS: usize = 10_000;
-
 impl PgChainedRepository {
-    /// A repository on `pool`.
-    pub fn new(pool: PgPool) -> Self {
+    /// A repository on `pool`, sharing `heads` with the store.
+    pub fn new(pool: PgPool, heads: std::sync::Arc<HeadHints>) -> Self {
         PgChainedRepository {
             reads: PostgresEventRepository::new(pool.clone()),
             pool,
-            heads: std::sync::Mutex::new(std::collections::HashMap::new()),
+            heads,
         }
-    }
-
-    fn hint(&self, case_id: &str) -> Option<(usize, String)> {
-        self.heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(case_id)
-    }
-
-    fn remember(&self, case_id: &str, head: (usize, String)) {
-        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
-        if heads.len() >= HEAD_HINTS {
-            heads.clear();
-        }
-        heads.insert(case_id.to_string(), head);
     }
 
     /// The append of one event as one statement (one round trip, one commit): the event is
@@ -191,8 +208,11 @@ impl PgChainedRepository {
         .await
         .map_err(persistence_error)?;
         if appended.rows_affected() == 1 {
+            self.heads
+                .remember(case_id, (e.sequence as usize, e.hash.clone()));
             Ok(())
         } else {
+            self.heads.forget(case_id);
             // The stored head is not the one this event chains to: nothing was written.
             Err(PersistenceError::OptimisticLockError)
         }
@@ -203,14 +223,17 @@ impl PgChainedRepository {
 pub struct SqliteChainedRepository {
     pool: SqlitePool,
     reads: SqliteEventRepository,
+    /// Heads appended, for the store's state cache.
+    heads: std::sync::Arc<HeadHints>,
 }
 
 impl SqliteChainedRepository {
     /// A repository on `pool`.
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: SqlitePool, heads: std::sync::Arc<HeadHints>) -> Self {
         SqliteChainedRepository {
             reads: SqliteEventRepository::new(pool.clone()),
             pool,
+            heads,
         }
     }
 }
@@ -289,7 +312,7 @@ impl PersistedEventRepository for PgChainedRepository {
             ));
         }
         if let Some(head) = head {
-            self.remember(aggregate_id, head);
+            self.heads.remember(aggregate_id, head);
         }
         Ok(events)
     }
@@ -304,7 +327,7 @@ impl PersistedEventRepository for PgChainedRepository {
             return Ok(());
         };
         let case_id = first.aggregate_id.as_str();
-        let hint = self.hint(case_id);
+        let hint = self.heads.get(case_id);
         let known_prev = match (first.sequence, &hint) {
             (1, _) => Some(chain::ZERO),
             (n, Some((last, hash))) if *last + 1 == n => chain::parse_hex(hash),
@@ -365,7 +388,10 @@ impl PersistedEventRepository for PgChainedRepository {
         if moved.rows_affected() != 1 {
             return Err(PersistenceError::OptimisticLockError);
         }
-        tx.commit().await.map_err(persistence_error)
+        tx.commit().await.map_err(persistence_error)?;
+        self.heads
+            .remember(case_id, (last.sequence as usize, last.hash.clone()));
+        Ok(())
     }
 }
 
@@ -442,6 +468,9 @@ impl PersistedEventRepository for SqliteChainedRepository {
         if moved.rows_affected() != 1 {
             return Err(PersistenceError::OptimisticLockError);
         }
-        tx.commit().await.map_err(persistence_error)
+        tx.commit().await.map_err(persistence_error)?;
+        self.heads
+            .remember(case_id, (last.sequence as usize, last.hash.clone()));
+        Ok(())
     }
 }

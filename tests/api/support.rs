@@ -236,14 +236,18 @@ impl TestApp {
     pub async fn projected(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
+            // On PostgreSQL the log is readable only below the oldest transaction still open on
+            // the whole server (other tests' too): first wait until every committed event is
+            // readable, then until the projector has applied them all.
             let last = self.state.store.read_log_last_position().await.unwrap();
+            let max = self.max_position().await;
             let at = self
                 .state
                 .store
                 .checkpoint(tiaojie::store::read_models::CHECKPOINT)
                 .await
                 .unwrap();
-            if at == last {
+            if last == max && at == last {
                 return;
             }
             assert!(
@@ -252,6 +256,23 @@ impl TestApp {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// The largest position in the events table (0 when empty).
+    pub async fn max_position(&self) -> i64 {
+        let max: Option<i64> = if let Some(pool) = self.state.store.postgres_pool() {
+            sqlx::query_scalar("SELECT MAX(position) FROM events")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        } else {
+            let pool = self.state.store.sqlite_pool().unwrap();
+            sqlx::query_scalar("SELECT MAX(position) FROM events")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        };
+        max.unwrap_or(0)
     }
 
     /// The number of events in the whole log.
