@@ -17,7 +17,9 @@
 
 mod http;
 mod load;
+mod log;
 mod report;
+mod seed;
 mod sys;
 
 use load::{Outcome, Workload};
@@ -47,11 +49,17 @@ pub struct Opts {
     pub command_line: String,
     /// Before each run, wait at most this long for the machine to be quiet.
     pub quiet_wait: Duration,
+    /// `log`: how many events to seed.
+    pub events: usize,
+    /// all, quick or log.
+    pub mode: String,
+    /// `log`: keep the seeded database (to look into it afterwards).
+    pub keep_db: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: tiaojie-bench <all|quick> [--seconds N] [--warmup-ms N] [--tiaojie PATH] [--out FILE] \
+        "usage: tiaojie-bench <all|quick|log> [--events N] [--keep-db] (log) [--seconds N] [--warmup-ms N] [--tiaojie PATH] [--out FILE] \
          [--no-write] [--pg-host H] [--pg-port P] [--pg-user U] [--db-max-connections N] \
          [--quiet-wait SECS] [--only pgbench,postgres,sqlite]"
     );
@@ -77,6 +85,9 @@ fn parse_args() -> Opts {
         parts: vec!["pgbench".into(), "postgres".into(), "sqlite".into()],
         command_line: String::new(),
         quiet_wait: Duration::from_secs(60),
+        events: 1_000_000,
+        mode: String::new(),
+        keep_db: false,
     };
     let mut mode = None;
     let mut seconds_set = false;
@@ -86,7 +97,9 @@ fn parse_args() -> Opts {
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| usage());
         match a.as_str() {
-            "all" | "quick" => mode = Some(a.clone()),
+            "all" | "quick" | "log" => mode = Some(a.clone()),
+            "--events" => opts.events = val().parse().unwrap_or_else(|_| usage()),
+            "--keep-db" => opts.keep_db = true,
             "--seconds" => {
                 opts.seconds = val().parse().unwrap_or_else(|_| usage());
                 seconds_set = true;
@@ -128,6 +141,7 @@ fn parse_args() -> Opts {
         Some(_) => {}
         None => usage(),
     }
+    opts.mode = mode.unwrap_or_default();
     opts.command_line = format!("cargo run --release -p tiaojie-bench -- {}", args.join(" "));
     opts
 }
@@ -186,6 +200,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+
+    if opts.mode == "log" {
+        log::run(&opts, &bin, &tmp, &rt);
+        let _ = std::fs::remove_dir_all(&tmp);
+        return;
+    }
 
     let started = sys::now_utc_text();
     let mut pgbench_rows: Vec<PgbenchRow> = Vec::new();

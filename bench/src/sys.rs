@@ -182,3 +182,13 @@ pub fn machine() -> Vec<(String, String)> {
         ("kernel".into(), run("uname", &["-sr"])),
     ]
 }
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 when unknown).
+pub fn clk_tck() -> f64 {
+    run("getconf", &["CLK_TCK"]).parse().unwrap_or(100.0)
+}
+
+/// utime + stime of `pid` so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    proc_ticks(&pid.to_string()) as f64 / clk_tck()
+}
