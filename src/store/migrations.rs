@@ -50,6 +50,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events ((metadata->>
 "#,
     ),
     (2, "read models", READ_MODELS_POSTGRES),
+    (3, "statistics indexes", STATISTICS_INDEXES),
 ];
 
 /// SQLite migrations: (version, description, SQL).
@@ -87,6 +88,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key
 "#,
     ),
     (2, "read models", READ_MODELS_SQLITE),
+    (3, "statistics indexes", STATISTICS_INDEXES),
 ];
 
 /// The read-model tables, named with a `{s}` suffix so that a rebuild can build fresh copies
@@ -127,6 +129,8 @@ CREATE TABLE IF NOT EXISTS stat_facts{s} (
 );
 CREATE INDEX IF NOT EXISTS stat_facts{s}_time ON stat_facts{s} (occurred_at);
 CREATE INDEX IF NOT EXISTS stat_facts{s}_case ON stat_facts{s} (case_id, kind, occurred_at);
+CREATE INDEX IF NOT EXISTS stat_facts{s}_kind_time ON stat_facts{s} (kind, occurred_at);
+CREATE INDEX IF NOT EXISTS stat_facts{s}_room ON stat_facts{s} (room_id, kind, occurred_at);
 "#;
 
 const READ_MODELS_POSTGRES: &str = r#"
@@ -165,6 +169,13 @@ CREATE INDEX IF NOT EXISTS stat_facts_case ON stat_facts (case_id, kind, occurre
 
 const READ_MODELS_SQLITE: &str = READ_MODELS_POSTGRES;
 
+/// Facts by kind and time, for windows and for ranking return visits; and by room, for a room's
+/// detail. Rebuilt tables get the same indexes (`read_model_tables`).
+const STATISTICS_INDEXES: &str = r#"
+CREATE INDEX IF NOT EXISTS stat_facts_kind_time ON stat_facts (kind, occurred_at);
+CREATE INDEX IF NOT EXISTS stat_facts_room ON stat_facts (room_id, kind, occurred_at);
+"#;
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -173,6 +184,12 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS projector_checkpoint (name TEXT PRIMARY KEY, position BIGINT NOT NULL);\n",
             "",
         );
-        assert_eq!(migration, super::read_model_tables(""));
+        let indexes = super::STATISTICS_INDEXES.trim_start_matches('\n');
+        assert_eq!(
+            format!("{migration}{indexes}")
+                .replace("\n\"#", "")
+                .replace("\n\n", "\n"),
+            super::read_model_tables("").replace("\n\n", "\n")
+        );
     }
 }

@@ -376,10 +376,16 @@ impl Store {
             "SELECT room_id, category, duration_us FROM stat_facts WHERE kind IN ('resolved', 'terminated') \
              AND duration_us IS NOT NULL AND occurred_at >= $1 AND occurred_at < $2",
         );
+        // The latest return visit before `to` of each case, ranked once for all cases (a hash
+        // join), rather than looked up agreement by agreement.
         let follow_sql = self.sql(
-            "SELECT f.room_id, f.category, (SELECT u.label FROM stat_facts u WHERE u.case_id = f.case_id \
-             AND u.kind = 'follow_up' AND u.occurred_at < $2 ORDER BY u.occurred_at DESC, u.seq DESC LIMIT 1) \
-             FROM stat_facts f WHERE f.kind = 'resolved' AND f.occurred_at >= $1 AND f.occurred_at < $2",
+            "SELECT f.room_id, f.category, COUNT(*), COUNT(CASE WHEN l.label = 'full' THEN 1 END) \
+             FROM stat_facts f JOIN ( \
+                 SELECT case_id, label, ROW_NUMBER() OVER (PARTITION BY case_id ORDER BY occurred_at DESC, seq DESC) AS rn \
+                 FROM stat_facts WHERE kind = 'follow_up' AND occurred_at < $2 \
+             ) l ON l.case_id = f.case_id AND l.rn = 1 \
+             WHERE f.kind = 'resolved' AND f.occurred_at >= $1 AND f.occurred_at < $2 \
+             GROUP BY f.room_id, f.category",
         );
         let open_sql = self.sql(
             "SELECT COALESCE((SELECT t.room_id FROM stat_facts t WHERE t.case_id = c.case_id AND t.kind = 'transferred_in' \
@@ -401,7 +407,7 @@ impl Store {
                 sqlx::query_as(&counts_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
             let durations: Vec<(String, String, i64)> =
                 sqlx::query_as(&durations_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
-            let follows: Vec<(String, String, Option<String>)> =
+            let follows: Vec<(String, String, i64, i64)> =
                 sqlx::query_as(&follow_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
             let open: Vec<(String, String, i64)> =
                 sqlx::query_as(&open_sql).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
@@ -431,14 +437,10 @@ impl Store {
                 .durations_us
                 .push(d);
         }
-        for (room, category, latest) in follows {
-            if let Some(label) = latest {
-                let cell = cells.entry((room, category)).or_default();
-                cell.followed_up += 1;
-                if label == "full" {
-                    cell.performed_full += 1;
-                }
-            }
+        for (room, category, followed_up, performed_full) in follows {
+            let cell = cells.entry((room, category)).or_default();
+            cell.followed_up += followed_up.max(0) as u64;
+            cell.performed_full += performed_full.max(0) as u64;
         }
         for (room, category, accepted_at) in open {
             let cell = cells.entry((room, category)).or_default();
