@@ -13,7 +13,8 @@
 //! ```
 //!
 //! `metadata` holds the actor (`sub`, `role`) and the request id, so a changed actor breaks the
-//! chain. Invariant: [`event_hash`] is the only place the format is written down in code.
+//! chain. Invariant: `hash_parts` (behind [`event_hash`] and [`event_hash_text`]) is the only
+//! place the format is written down in code.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -24,9 +25,28 @@ pub type Hash = [u8; 32];
 /// The `prev_hash` of a case's first event.
 pub const ZERO: Hash = [0u8; 32];
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex into a fixed buffer.
+pub fn hex_into(hash: &Hash, out: &mut [u8; 64]) {
+    for (i, b) in hash.iter().enumerate() {
+        out[2 * i] = HEX_DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = HEX_DIGITS[(b & 0x0f) as usize];
+    }
+}
+
 /// Lower-case hex.
 pub fn hex(hash: &Hash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    let mut buf = [0u8; 64];
+    hex_into(hash, &mut buf);
+    buf.iter().map(|&b| b as char).collect()
+}
+
+/// Whether `text` is exactly `hex(hash)` (lower-case), without allocating.
+pub fn hex_eq(text: &str, hash: &Hash) -> bool {
+    let mut buf = [0u8; 64];
+    hex_into(hash, &mut buf);
+    text.as_bytes() == buf
 }
 
 /// Parses lower- or upper-case hex of 32 bytes.
@@ -42,21 +62,68 @@ pub fn parse_hex(text: &str) -> Option<Hash> {
     Some(out)
 }
 
+/// A JSON string as serde_json writes it: `"` and `\` escaped, the control characters as `\b`,
+/// `\t`, `\n`, `\f`, `\r` or `\u00xx`, everything else verbatim.
+fn push_json_str(s: &str, out: &mut String) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x09 => "\\t",
+            0x0a => "\\n",
+            0x0c => "\\f",
+            0x0d => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            out.push_str("\\u00");
+            out.push(HEX_DIGITS[(b >> 4) as usize] as char);
+            out.push(HEX_DIGITS[(b & 0x0f) as usize] as char);
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
 /// Canonical JSON: keys sorted by code point, no insignificant white space, strings escaped as
 /// serde_json (and Python's `json.dumps(..., ensure_ascii=False)`) escape them.
 pub fn canonical_json(value: &Value, out: &mut String) {
+    use std::fmt::Write;
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
             out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
+            // `serde_json::Map` iterates in key order unless `preserve_order` is on somewhere
+            // in the build; sort only when it is not already sorted.
+            let sorted = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a < b);
+            if sorted {
+                for (i, (key, v)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_json_str(key, out);
+                    out.push(':');
+                    canonical_json(v, out);
                 }
-                out.push_str(&serde_json::to_string(key).unwrap_or_default());
-                out.push(':');
-                canonical_json(&map[key], out);
+            } else {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_json_str(key, out);
+                    out.push(':');
+                    canonical_json(&map[key], out);
+                }
             }
             out.push('}');
         }
@@ -70,8 +137,234 @@ pub fn canonical_json(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+        Value::String(s) => push_json_str(s, out),
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                let _ = write!(out, "{u}");
+            } else if let Some(i) = n.as_i64() {
+                let _ = write!(out, "{i}");
+            } else {
+                out.push_str(&serde_json::to_string(n).unwrap_or_default());
+            }
+        }
     }
+}
+
+/// How deep the canonical-text scanner follows nesting before it leaves the text to the parser
+/// (serde_json's own limit is 128).
+const SCAN_DEPTH: u32 = 100;
+
+/// A scanner that accepts a JSON text only when it is byte for byte the canonical JSON of the
+/// value it parses to: keys strictly increasing (so no duplicates) and without escapes, no white
+/// space, strings escaped exactly as [`push_json_str`] escapes them, numbers only as integers of
+/// at most 18 digits without leading zeros (and not `-0`). Anything else — including texts that
+/// are canonical but unusual, such as floats — is refused, and the caller parses instead.
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+/// What an object scan found under the key `occurred_at`.
+enum Found {
+    /// No such key, or not a string.
+    Nothing,
+    /// A string without escapes: its byte range.
+    Str(usize, usize),
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(lit.len())?;
+        (self.b.get(self.i..end)? == lit).then(|| self.i = end)
+    }
+
+    /// A string; returns its content's byte range and whether it holds an escape.
+    fn string(&mut self) -> Option<(usize, usize, bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let c = self.peek()?;
+            match c {
+                b'"' => {
+                    let end = self.i;
+                    self.i += 1;
+                    return Some((start, end, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'b' | b't' | b'n' | b'f' | b'r' => self.i += 1,
+                        b'u' => {
+                            let digits = self.b.get(self.i + 1..self.i + 5)?;
+                            if &digits[..2] != b"00" {
+                                return None;
+                            }
+                            let hi = HEX_DIGITS[..2].iter().position(|&d| d == digits[2])?;
+                            let lo = HEX_DIGITS.iter().position(|&d| d == digits[3])?;
+                            let v = (hi << 4 | lo) as u8;
+                            if matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                                return None;
+                            }
+                            self.i += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                0x00..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    fn number(&mut self) -> Option<()> {
+        let negative = self.peek()? == b'-';
+        if negative {
+            self.i += 1;
+        }
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        let digits = &self.b[start..self.i];
+        let ok = match digits {
+            [] => false,
+            [b'0'] => !negative,
+            [b'0', ..] => false,
+            _ => digits.len() <= 18,
+        };
+        // A fraction or exponent: left to the parser.
+        (ok && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))).then_some(())
+    }
+
+    fn value(&mut self, depth: u32) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(depth + 1, false).map(|_| ()),
+            b'[' => {
+                if depth + 1 > SCAN_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.value(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.string().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// An object. With `find`, reports the `occurred_at` string among its members; with
+    /// `first`, also scans the first member's value that way (the payload's top level).
+    fn object_with(&mut self, depth: u32, find: bool, first: bool) -> Option<Found> {
+        if depth > SCAN_DEPTH {
+            return None;
+        }
+        self.eat(b'{')?;
+        let mut found = Found::Nothing;
+        if self.eat(b'}').is_some() {
+            return Some(found);
+        }
+        let mut prev_key: Option<&'a [u8]> = None;
+        let mut member = 0usize;
+        loop {
+            let (ks, ke, escaped) = self.string()?;
+            if escaped {
+                return None;
+            }
+            let bytes = self.b;
+            let key = &bytes[ks..ke];
+            if prev_key.is_some_and(|p| p >= key) {
+                return None;
+            }
+            prev_key = Some(key);
+            self.eat(b':')?;
+            if first && member == 0 {
+                if self.peek()? == b'{' {
+                    found = self.object_with(depth + 1, true, false)?;
+                } else {
+                    self.value(depth)?;
+                }
+            } else if find && key == b"occurred_at" && self.peek()? == b'"' {
+                let (s, e, escaped) = self.string()?;
+                if escaped {
+                    return None;
+                }
+                found = Found::Str(s, e);
+            } else {
+                self.value(depth)?;
+            }
+            member += 1;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(found);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn object(&mut self, depth: u32, find: bool) -> Option<Found> {
+        self.object_with(depth, find, false)
+    }
+}
+
+/// `Some(occurred_at)` when `payload` is byte for byte its own canonical JSON, `occurred_at`
+/// being what [`occurred_at`] returns for the parsed payload; `None` when the text has to be
+/// parsed to tell (it may still be valid, just not canonical or unusual).
+pub fn canonical_payload_text(payload: &str) -> Option<&str> {
+    let mut s = Scanner {
+        b: payload.as_bytes(),
+        i: 0,
+    };
+    let occurred = if s.peek()? == b'{' {
+        match s.object_with(1, false, true)? {
+            Found::Str(a, b) => &payload[a..b],
+            Found::Nothing => "",
+        }
+    } else {
+        s.value(0)?;
+        ""
+    };
+    (s.i == s.b.len()).then_some(occurred)
+}
+
+/// Whether `text` is byte for byte its own canonical JSON (`false` when unsure: parse it).
+pub fn is_canonical_text(text: &str) -> bool {
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    s.value(0).is_some() && s.i == s.b.len()
 }
 
 /// What an event's hash covers.
@@ -108,23 +401,119 @@ fn field(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update(bytes);
 }
 
-/// The hash of an event that follows `prev`.
-pub fn event_hash(prev: &Hash, e: &EventFields<'_>) -> Hash {
+/// The decimal digits of `n` in `buf`, as `n.to_string()` writes them.
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// The hash over the already canonical texts of an event's parts.
+#[allow(clippy::too_many_arguments)]
+fn hash_parts(
+    prev: &Hash,
+    case_id: &str,
+    sequence: u64,
+    event_type: &str,
+    event_version: &str,
+    payload: &str,
+    occurred_at: &str,
+    recorded_at: &str,
+    metadata: &str,
+) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update(prev);
-    field(&mut hasher, e.case_id.as_bytes());
-    field(&mut hasher, e.sequence.to_string().as_bytes());
-    field(&mut hasher, e.event_type.as_bytes());
-    field(&mut hasher, e.event_version.as_bytes());
-    let mut json = String::with_capacity(512);
-    canonical_json(e.payload, &mut json);
-    field(&mut hasher, json.as_bytes());
-    field(&mut hasher, occurred_at(e.payload).as_bytes());
-    field(&mut hasher, e.recorded_at.as_bytes());
-    json.clear();
-    canonical_json(e.metadata, &mut json);
-    field(&mut hasher, json.as_bytes());
+    field(&mut hasher, case_id.as_bytes());
+    let mut buf = [0u8; 20];
+    field(&mut hasher, decimal(sequence, &mut buf));
+    field(&mut hasher, event_type.as_bytes());
+    field(&mut hasher, event_version.as_bytes());
+    field(&mut hasher, payload.as_bytes());
+    field(&mut hasher, occurred_at.as_bytes());
+    field(&mut hasher, recorded_at.as_bytes());
+    field(&mut hasher, metadata.as_bytes());
     hasher.finalize().into()
+}
+
+/// The hash of an event that follows `prev`.
+pub fn event_hash(prev: &Hash, e: &EventFields<'_>) -> Hash {
+    let mut payload = String::with_capacity(512);
+    canonical_json(e.payload, &mut payload);
+    let mut metadata = String::with_capacity(128);
+    canonical_json(e.metadata, &mut metadata);
+    hash_parts(
+        prev,
+        e.case_id,
+        e.sequence,
+        e.event_type,
+        e.event_version,
+        &payload,
+        occurred_at(e.payload),
+        e.recorded_at,
+        &metadata,
+    )
+}
+
+/// An event's parts as stored: payload and metadata as their stored JSON texts.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredText<'a> {
+    /// The case id.
+    pub case_id: &'a str,
+    /// The event's sequence within its case.
+    pub sequence: u64,
+    /// The stable type name.
+    pub event_type: &'a str,
+    /// The payload version.
+    pub event_version: &'a str,
+    /// The payload's stored JSON text.
+    pub payload: &'a str,
+    /// When the store recorded it, as stored.
+    pub recorded_at: &'a str,
+    /// The metadata's stored JSON text.
+    pub metadata: &'a str,
+}
+
+/// The same hash as [`event_hash`] over the parsed texts: when both stored texts are already
+/// canonical JSON (what the append path writes), their bytes are hashed as they are; otherwise
+/// they are parsed and canonicalized. An error when a text is not JSON.
+pub fn event_hash_text(prev: &Hash, e: &StoredText<'_>) -> Result<Hash, serde_json::Error> {
+    if let Some(occurred) = canonical_payload_text(e.payload) {
+        if is_canonical_text(e.metadata) {
+            return Ok(hash_parts(
+                prev,
+                e.case_id,
+                e.sequence,
+                e.event_type,
+                e.event_version,
+                e.payload,
+                occurred,
+                e.recorded_at,
+                e.metadata,
+            ));
+        }
+    }
+    let payload: Value = serde_json::from_str(e.payload)?;
+    let metadata: Value = serde_json::from_str(e.metadata)?;
+    Ok(event_hash(
+        prev,
+        &EventFields {
+            case_id: e.case_id,
+            sequence: e.sequence,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            payload: &payload,
+            recorded_at: e.recorded_at,
+            metadata: &metadata,
+        },
+    ))
 }
 
 /// The next step of the log digest.
@@ -167,13 +556,86 @@ pub struct CaseCheck {
     pub first_invalid_sequence: Option<u64>,
 }
 
+/// One case's chain checked event by event, in sequence order, without holding the events:
+/// what [`check_case`] does over a slice.
+#[derive(Debug, Clone)]
+pub struct CaseChecker {
+    prev: Hash,
+    expected: u64,
+    last: u64,
+    first_invalid: Option<u64>,
+}
+
+impl Default for CaseChecker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CaseChecker {
+    /// Before the case's first event.
+    pub fn new() -> Self {
+        Self {
+            prev: ZERO,
+            expected: 1,
+            last: 0,
+            first_invalid: None,
+        }
+    }
+
+    /// The hash the next event must chain to (its `prev_hash`).
+    pub fn prev(&self) -> &Hash {
+        &self.prev
+    }
+
+    /// The next event: its stored `sequence`, its hash recomputed over `prev()`, and its stored
+    /// `prev_hash` and `hash` (hex).
+    pub fn step(&mut self, sequence: u64, recomputed: Hash, prev_hash: &str, hash: &str) {
+        let expected = self.expected;
+        if self.first_invalid.is_none()
+            && (sequence != expected
+                || !hex_eq(prev_hash, &self.prev)
+                || !hex_eq(hash, &recomputed))
+        {
+            self.first_invalid = Some(expected.min(sequence));
+        }
+        self.prev = recomputed;
+        self.last = sequence;
+        self.expected += 1;
+    }
+
+    /// The verdict against the case's recorded head (`last_sequence`, `head_hash`).
+    pub fn finish(self, head: Option<(u64, &str)>) -> CaseCheck {
+        let last = self.last;
+        let mut first_invalid = self.first_invalid;
+        if first_invalid.is_none() {
+            match head {
+                Some((head_sequence, head_hash)) => {
+                    if head_sequence > last {
+                        first_invalid = Some(last + 1);
+                    } else if head_sequence < last {
+                        first_invalid = Some(head_sequence + 1);
+                    } else if !hex_eq(head_hash, &self.prev) {
+                        first_invalid = Some(last.max(1));
+                    }
+                }
+                None => first_invalid = Some(1),
+            }
+        }
+        CaseCheck {
+            events_checked: self.expected - 1,
+            head_hash: self.prev,
+            first_invalid_sequence: first_invalid,
+        }
+    }
+}
+
 /// Checks one case's events (ordered by sequence) against its chain and its recorded head
 /// (`last_sequence`, `head_hash`): sequences run 1, 2, 3… without gaps, each `prev_hash` is the
 /// previous event's hash, each `hash` recomputes, and the log ends where the head says.
 pub fn check_case(case_id: &str, events: &[ChainedEvent], head: Option<(u64, &str)>) -> CaseCheck {
-    let mut prev = ZERO;
-    let mut first_invalid = None;
-    for (expected, e) in (1u64..).zip(events) {
+    let mut checker = CaseChecker::new();
+    for e in events {
         let fields = EventFields {
             case_id,
             sequence: e.sequence,
@@ -183,34 +645,10 @@ pub fn check_case(case_id: &str, events: &[ChainedEvent], head: Option<(u64, &st
             recorded_at: &e.recorded_at,
             metadata: &e.metadata,
         };
-        let recomputed = event_hash(&prev, &fields);
-        if first_invalid.is_none()
-            && (e.sequence != expected || e.prev_hash != hex(&prev) || e.hash != hex(&recomputed))
-        {
-            first_invalid = Some(expected.min(e.sequence));
-        }
-        prev = recomputed;
+        let recomputed = event_hash(checker.prev(), &fields);
+        checker.step(e.sequence, recomputed, &e.prev_hash, &e.hash);
     }
-    let last = events.last().map(|e| e.sequence).unwrap_or(0);
-    if first_invalid.is_none() {
-        match head {
-            Some((head_sequence, head_hash)) => {
-                if head_sequence > last {
-                    first_invalid = Some(last + 1);
-                } else if head_sequence < last {
-                    first_invalid = Some(head_sequence + 1);
-                } else if head_hash != hex(&prev) {
-                    first_invalid = Some(last.max(1));
-                }
-            }
-            None => first_invalid = Some(1),
-        }
-    }
-    CaseCheck {
-        events_checked: events.len() as u64,
-        head_hash: prev,
-        first_invalid_sequence: first_invalid,
-    }
+    checker.finish(head)
 }
 
 #[cfg(test)]
@@ -254,5 +692,194 @@ mod tests {
             h,
             "d24e464a6ebb85b438d24c8855022d3bcd2fc0aadc6bdf05c9848e65525549e6"
         );
+    }
+
+    /// The canonical JSON as first written: a `String` per key and scalar from serde_json.
+    fn reference_canonical(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(key).unwrap());
+                    out.push(':');
+                    reference_canonical(&map[key], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    reference_canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&serde_json::to_string(other).unwrap()),
+        }
+    }
+
+    const TEXTS: &[&str] = &[
+        r#"{"NoteAdded":{"occurred_at":"2026-01-05T01:00:00Z","text":"电话联系"}}"#,
+        r#"{"NoteAdded":{"text":"电话联系","occurred_at":"2026-01-05T01:00:00Z"}}"#,
+        r#"{ "NoteAdded": {"occurred_at": "2026-01-05T01:00:00Z"} }"#,
+        r#"{"A":{"occurred_at":"x"},"B":{"occurred_at":"y"}}"#,
+        r#"{"B":{"occurred_at":"y"},"A":{"occurred_at":"x"}}"#,
+        r#"{"A":{"occurred_at":1}}"#,
+        r#"{"A":{"occurred_at":"a\"b"}}"#,
+        r#"{"A":{"occurred_at":"a\u0001b\n"}}"#,
+        r#"{"A":{"occurred_at":"a\u000ab"}}"#,
+        r#"{"A":{"occurred_at":"a\u0041b"}}"#,
+        r#"{"A":{"occurred_at":"a\/b"}}"#,
+        r#"{"A":{"occurred_at":"x"},"A":{"occurred_at":"y"}}"#,
+        r#"{"A":{"occurred_at":"x","occurred_at":"y"}}"#,
+        r#"{"A":[{"occurred_at":"x"}]}"#,
+        r#"{"A":"x"}"#,
+        r#"{}"#,
+        r#"[]"#,
+        r#""occurred_at""#,
+        r#"{"a\"b":1,"a":2}"#,
+        r#"{"k":[1,-2,0,-0,1.5,1e3,12345678901234567890,-9223372036854775808,true,false,null]}"#,
+        r#"{"k":[1,-2,0]}"#,
+        r#"{"k":-0}"#,
+        r#"{"k":01}"#,
+        r#"{"k":1.0}"#,
+        r#"{"k":"\u007f"}"#,
+        "{\"k\":\"\u{7f}\u{2028}\"}",
+        r#"{"k":{"z":{},"y":[],"x":[[]]}}"#,
+        r#"{"k":{"x":[[]],"y":[],"z":{}}}"#,
+        r#"{"request_id":"r-1","role":"mediator","sub":"m-1"}"#,
+        r#"{"sub":"m-1","role":"mediator","request_id":"r-1"}"#,
+    ];
+
+    #[test]
+    fn canonical_json_matches_the_reference_writer() {
+        let mut tricky = String::new();
+        for c in (0u8..0x80)
+            .map(char::from)
+            .chain("中文\u{2028}\u{10ffff}".chars())
+        {
+            tricky.push(c);
+        }
+        let value = json!({tricky.clone(): [tricky.clone(), 1, -1, 1.5, 1e300, u64::MAX, i64::MIN, null, true, false, {}, []], "": {"b": 0, "a": 0}});
+        let (mut ours, mut reference) = (String::new(), String::new());
+        canonical_json(&value, &mut ours);
+        reference_canonical(&value, &mut reference);
+        assert_eq!(ours, reference);
+        for text in TEXTS {
+            if let Ok(v) = serde_json::from_str::<Value>(text) {
+                let (mut ours, mut reference) = (String::new(), String::new());
+                canonical_json(&v, &mut ours);
+                reference_canonical(&v, &mut reference);
+                assert_eq!(ours, reference, "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_text_taken_as_canonical_is_its_own_canonical_json() {
+        let mut accepted = 0;
+        for text in TEXTS {
+            let parsed = serde_json::from_str::<Value>(text);
+            let fast = canonical_payload_text(text);
+            if let Some(occurred) = fast {
+                accepted += 1;
+                let v = parsed.as_ref().expect("accepted texts parse");
+                let mut canonical = String::new();
+                canonical_json(v, &mut canonical);
+                assert_eq!(&canonical, text);
+                assert_eq!(occurred, occurred_at(v), "{text}");
+                assert!(is_canonical_text(text));
+            }
+            if let Ok(v) = &parsed {
+                let mut canonical = String::new();
+                canonical_json(v, &mut canonical);
+                // Whatever the scanner says, the hash over the text is the hash over the value.
+                let metadata = json!({"sub": "m-1"});
+                let fields = EventFields {
+                    case_id: "c",
+                    sequence: 12,
+                    event_type: "T",
+                    event_version: "1",
+                    payload: v,
+                    recorded_at: "r",
+                    metadata: &metadata,
+                };
+                let text_fields = StoredText {
+                    case_id: "c",
+                    sequence: 12,
+                    event_type: "T",
+                    event_version: "1",
+                    payload: text,
+                    recorded_at: "r",
+                    metadata: r#"{"sub":"m-1"}"#,
+                };
+                assert_eq!(
+                    event_hash_text(&ZERO, &text_fields).unwrap(),
+                    event_hash(&ZERO, &fields),
+                    "{text}"
+                );
+                if canonical == *text && !text.contains('\\') && !text.contains('.') {
+                    assert!(
+                        fast.is_some()
+                            || text.contains("-0")
+                            || text.contains("1234567890123456789"),
+                        "{text}"
+                    );
+                }
+            } else {
+                assert!(fast.is_none(), "{text}");
+            }
+        }
+        assert!(accepted >= 8, "{accepted}");
+        assert!(!is_canonical_text(r#"{"sub":"m-1","role":"x"}"#));
+        assert!(event_hash_text(
+            &ZERO,
+            &StoredText {
+                case_id: "c",
+                sequence: 1,
+                event_type: "T",
+                event_version: "1",
+                payload: "{",
+                recorded_at: "r",
+                metadata: "{}",
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn hex_helpers_agree() {
+        let h = event_hash(
+            &ZERO,
+            &EventFields {
+                case_id: "c",
+                sequence: 1234567890,
+                event_type: "T",
+                event_version: "1",
+                payload: &json!({}),
+                recorded_at: "r",
+                metadata: &json!({}),
+            },
+        );
+        let text = hex(&h);
+        assert_eq!(
+            text,
+            h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        assert!(hex_eq(&text, &h));
+        assert!(!hex_eq(&text.to_uppercase(), &h));
+        assert!(!hex_eq(&text[1..], &h));
+        assert_eq!(parse_hex(&text), Some(h));
+        let mut buf = [0u8; 20];
+        for n in [0u64, 1, 9, 10, 99, 100, 1234567890, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 }

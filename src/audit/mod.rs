@@ -8,8 +8,11 @@
 
 pub mod chain;
 
-use crate::store::{Store, StoreError};
-use chain::{check_case, digest_step, event_hash, EventFields, Hash, ZERO};
+use crate::store::{ChainRow, ChainRows, Head, Store, StoreError};
+use chain::{
+    check_case, digest_step, event_hash, event_hash_text, CaseChecker, EventFields, Hash,
+    StoredText, ZERO,
+};
 use std::collections::HashMap;
 
 /// One case's verification.
@@ -59,31 +62,87 @@ pub struct LogVerification {
 
 /// Verifies every case: one pass over the log ordered by case, plus the recorded heads (a case
 /// whose every event was deleted still has a head, and is reported at sequence 1).
+///
+/// The rows are read on this task and checked on a thread of their own, so reading and hashing
+/// overlap. Each row is checked as stored, without copies: when its payload and metadata texts
+/// are already canonical JSON (what the append writes) their bytes are hashed directly, otherwise
+/// they are parsed and canonicalized first — the same hash either way ([`chain::event_hash_text`]).
 pub async fn verify_all(store: &Store) -> Result<LogVerification, StoreError> {
-    let mut heads = store.heads().await?;
-    let mut report = LogVerification::default();
-    store
-        .for_each_case(|case_id, events| {
-            let head = heads.remove(case_id);
-            let chained: Vec<_> = events.iter().map(|e| e.chained()).collect();
-            let check = check_case(
+    let heads = store.heads().await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ChainRows>(16);
+    let worker = std::thread::spawn(move || -> Result<LogVerification, StoreError> {
+        let mut verifier = LogVerifier {
+            heads,
+            report: LogVerification::default(),
+            current: None,
+        };
+        while let Some(batch) = rx.blocking_recv() {
+            batch.for_each(|row| verifier.row(&row))?;
+        }
+        Ok(verifier.finish())
+    });
+    let read = store.chain_batches(tx).await;
+    let checked = worker
+        .join()
+        .map_err(|_| StoreError::Database("the verification thread panicked".into()))?;
+    read?;
+    checked
+}
+
+/// The checking side of [`verify_all`]: one case at a time, row by row.
+struct LogVerifier {
+    heads: HashMap<String, Head>,
+    report: LogVerification,
+    current: Option<(String, CaseChecker)>,
+}
+
+impl LogVerifier {
+    fn row(&mut self, row: &ChainRow<'_>) -> Result<(), StoreError> {
+        if self.current.as_ref().map(|(id, _)| id.as_str()) != Some(row.case_id) {
+            self.finish_case();
+            self.current = Some((row.case_id.to_string(), CaseChecker::new()));
+        }
+        let (case_id, checker) = self.current.as_mut().expect("a current case");
+        let sequence = row.sequence.max(0) as u64;
+        let recomputed = event_hash_text(
+            checker.prev(),
+            &StoredText {
                 case_id,
-                &chained,
-                head.as_ref().map(|(s, h)| (*s, h.as_str())),
-            );
-            report.cases_checked += 1;
-            report.events_checked += check.events_checked;
-            if let Some(seq) = check.first_invalid_sequence {
-                report.invalid.push((case_id.to_string(), seq));
-            }
-        })
-        .await?;
-    for (case_id, _) in heads {
-        report.cases_checked += 1;
-        report.invalid.push((case_id, 1));
+                sequence,
+                event_type: row.event_type,
+                event_version: row.event_version,
+                payload: row.payload,
+                recorded_at: row.recorded_at,
+                metadata: row.metadata,
+            },
+        )
+        .map_err(|e| StoreError::Database(format!("stored event is not JSON: {e}")))?;
+        checker.step(sequence, recomputed, row.prev_hash, row.hash);
+        Ok(())
     }
-    report.invalid.sort();
-    Ok(report)
+
+    fn finish_case(&mut self) {
+        let Some((case_id, checker)) = self.current.take() else {
+            return;
+        };
+        let head = self.heads.remove(&case_id);
+        let check = checker.finish(head.as_ref().map(|(s, h)| (*s, h.as_str())));
+        self.report.cases_checked += 1;
+        self.report.events_checked += check.events_checked;
+        if let Some(seq) = check.first_invalid_sequence {
+            self.report.invalid.push((case_id, seq));
+        }
+    }
+
+    fn finish(mut self) -> LogVerification {
+        self.finish_case();
+        for (case_id, _) in self.heads {
+            self.report.cases_checked += 1;
+            self.report.invalid.push((case_id, 1));
+        }
+        self.report.invalid.sort();
+        self.report
+    }
 }
 
 /// A digest of the log up to a position.

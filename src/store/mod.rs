@@ -138,6 +138,77 @@ impl StoredEvent {
     }
 }
 
+/// One event as verification reads it, borrowed from its row: payload and metadata as their
+/// stored JSON texts.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainRow<'a> {
+    /// The case.
+    pub case_id: &'a str,
+    /// The event's number within its case.
+    pub sequence: i64,
+    /// The stable type name.
+    pub event_type: &'a str,
+    /// The payload version.
+    pub event_version: &'a str,
+    /// The payload's stored JSON text.
+    pub payload: &'a str,
+    /// Actor and request: the stored JSON text.
+    pub metadata: &'a str,
+    /// When recorded, as stored and hashed.
+    pub recorded_at: &'a str,
+    /// The stored previous hash (hex).
+    pub prev_hash: &'a str,
+    /// The stored hash (hex).
+    pub hash: &'a str,
+}
+
+/// A batch of undecoded rows from [`Store::chain_batches`], in log-by-case order.
+pub enum ChainRows {
+    /// PostgreSQL rows.
+    Postgres(Vec<sqlx::postgres::PgRow>),
+    /// SQLite rows.
+    Sqlite(Vec<sqlx::sqlite::SqliteRow>),
+}
+
+macro_rules! chain_row {
+    ($row:expr) => {{
+        let row = $row;
+        ChainRow {
+            case_id: row.try_get(0).map_err(db_error)?,
+            sequence: row.try_get(1).map_err(db_error)?,
+            event_type: row.try_get(2).map_err(db_error)?,
+            event_version: row.try_get(3).map_err(db_error)?,
+            payload: row.try_get(4).map_err(db_error)?,
+            metadata: row.try_get(5).map_err(db_error)?,
+            recorded_at: row.try_get(6).map_err(db_error)?,
+            prev_hash: row.try_get(7).map_err(db_error)?,
+            hash: row.try_get(8).map_err(db_error)?,
+        }
+    }};
+}
+
+impl ChainRows {
+    /// Hands each row, decoded without copying, to `visit` in order; stops at the first error.
+    pub fn for_each(
+        &self,
+        mut visit: impl FnMut(ChainRow<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        match self {
+            ChainRows::Postgres(rows) => {
+                for row in rows {
+                    visit(chain_row!(row))?;
+                }
+            }
+            ChainRows::Sqlite(rows) => {
+                for row in rows {
+                    visit(chain_row!(row))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A case's recorded head: its last sequence and that event's hash.
 pub type Head = (u64, String);
 
@@ -813,6 +884,60 @@ impl Store {
         }
         if let Some(id) = current.take() {
             visit(&id, std::mem::take(&mut batch));
+        }
+        Ok(())
+    }
+
+    /// Every event, ordered by case and sequence, as undecoded rows in batches of up to
+    /// `CHAIN_BATCH`, for verification, sent to `tx`; stops early when its receiver is gone.
+    /// Payload and metadata are read as their stored texts (`payload::text` on PostgreSQL,
+    /// whose `json` type keeps the text verbatim); see [`ChainRows::for_each`].
+    pub async fn chain_batches(
+        &self,
+        tx: tokio::sync::mpsc::Sender<ChainRows>,
+    ) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
+        const CHAIN_BATCH: usize = 1024;
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => {
+                let sql = "SELECT aggregate_id, sequence, event_type, event_version, payload::text, \
+                    metadata::text, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                    prev_hash, hash FROM events ORDER BY aggregate_type, aggregate_id, sequence";
+                let mut rows = sqlx::query(sql).fetch(pool);
+                let mut batch = Vec::with_capacity(CHAIN_BATCH);
+                while let Some(row) = rows.try_next().await.map_err(db_error)? {
+                    batch.push(row);
+                    if batch.len() == CHAIN_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(CHAIN_BATCH));
+                        if tx.send(ChainRows::Postgres(full)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    // A closed receiver has stopped on its own; nothing more to tell it.
+                    let _ = tx.send(ChainRows::Postgres(batch)).await;
+                }
+            }
+            Backend::Sqlite { pool, .. } => {
+                let sql = "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, \
+                    recorded_at, prev_hash, hash FROM events ORDER BY aggregate_type, aggregate_id, sequence";
+                let mut rows = sqlx::query(sql).fetch(pool);
+                let mut batch = Vec::with_capacity(CHAIN_BATCH);
+                while let Some(row) = rows.try_next().await.map_err(db_error)? {
+                    batch.push(row);
+                    if batch.len() == CHAIN_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(CHAIN_BATCH));
+                        if tx.send(ChainRows::Sqlite(full)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    // A closed receiver has stopped on its own; nothing more to tell it.
+                    let _ = tx.send(ChainRows::Sqlite(batch)).await;
+                }
+            }
         }
         Ok(())
     }
