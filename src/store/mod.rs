@@ -14,6 +14,16 @@
 //!   half-way and leave a pooled connection inside a transaction.
 //! - The database being unreachable is [`StoreError::Unavailable`], never a panic.
 
+/// Runs `$body` with `$pool` bound to whichever pool the store has.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.inner.backend {
+            Backend::Postgres { pool: $pool, .. } => $body,
+            Backend::Sqlite { pool: $pool, .. } => $body,
+        }
+    };
+}
+
 pub mod migrations;
 pub mod read_models;
 pub mod repository;
@@ -368,75 +378,41 @@ impl Store {
     /// Applies the migrations not yet applied.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         const TABLE: &str = "CREATE TABLE IF NOT EXISTS tiaojie_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)";
-        match &self.inner.backend {
-            Backend::Postgres { pool, .. } => {
-                let mut tx = pool.begin().await.map_err(db_error)?;
-                // One replica migrates at a time; the others wait here, then find nothing to do.
-                sqlx::query("SELECT pg_advisory_xact_lock(7402201)")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                sqlx::query(TABLE)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                for (version, description, sql) in migrations::POSTGRES {
-                    let done: Option<i64> = sqlx::query_scalar(
-                        "SELECT version FROM tiaojie_migrations WHERE version = $1",
-                    )
+        let (list, lock) = match &self.inner.backend {
+            // One replica migrates at a time; the others wait here, then find nothing to do.
+            Backend::Postgres { .. } => (
+                migrations::POSTGRES,
+                Some("SELECT pg_advisory_xact_lock(7402201)"),
+            ),
+            Backend::Sqlite { .. } => (migrations::SQLITE, None),
+        };
+        let applied = self.sql("SELECT version FROM tiaojie_migrations WHERE version = $1");
+        let record =
+            self.sql("INSERT INTO tiaojie_migrations (version, description) VALUES ($1, $2)");
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            if let Some(lock) = lock {
+                sqlx::query(lock).execute(&mut *tx).await.map_err(db_error)?;
+            }
+            sqlx::query(TABLE).execute(&mut *tx).await.map_err(db_error)?;
+            for (version, description, sql) in list {
+                let done: Option<i64> = sqlx::query_scalar(&applied)
                     .bind(version)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db_error)?;
-                    if done.is_none() {
-                        sqlx::raw_sql(sql)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_error)?;
-                        sqlx::query(
-                            "INSERT INTO tiaojie_migrations (version, description) VALUES ($1, $2)",
-                        )
+                if done.is_none() {
+                    sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_error)?;
+                    sqlx::query(&record)
                         .bind(version)
                         .bind(description)
                         .execute(&mut *tx)
                         .await
                         .map_err(db_error)?;
-                    }
                 }
-                tx.commit().await.map_err(db_error)?;
             }
-            Backend::Sqlite { pool, .. } => {
-                let mut tx = pool.begin().await.map_err(db_error)?;
-                sqlx::query(TABLE)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                for (version, description, sql) in migrations::SQLITE {
-                    let done: Option<i64> = sqlx::query_scalar(
-                        "SELECT version FROM tiaojie_migrations WHERE version = ?1",
-                    )
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                    if done.is_none() {
-                        sqlx::raw_sql(sql)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_error)?;
-                        sqlx::query(
-                            "INSERT INTO tiaojie_migrations (version, description) VALUES (?1, ?2)",
-                        )
-                        .bind(version)
-                        .bind(description)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                    }
-                }
-                tx.commit().await.map_err(db_error)?;
-            }
-        }
+            tx.commit().await.map_err(db_error)?;
+        });
         Ok(())
     }
 

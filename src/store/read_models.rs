@@ -14,16 +14,6 @@ use tiaojie_projections::indicators::{overdue_after, Cell, CellKey, Window};
 use tiaojie_projections::summary::CaseSummary;
 use uuid::Uuid;
 
-/// Runs `$body` with `$pool` bound to whichever pool the store has.
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.inner.backend {
-            Backend::Postgres { pool: $pool, .. } => $body,
-            Backend::Sqlite { pool: $pool, .. } => $body,
-        }
-    };
-}
-
 /// The live projector's checkpoint name.
 pub const CHECKPOINT: &str = "read_models";
 
@@ -115,7 +105,7 @@ const SUMMARY_COLUMNS: &str = "case_id, case_no, room_id, filed_room_id, status,
 
 impl Store {
     /// `$n` placeholders as this store writes them.
-    fn sql(&self, text: &str) -> String {
+    pub(super) fn sql(&self, text: &str) -> String {
         match &self.inner.backend {
             Backend::Postgres { .. } => text.to_string(),
             Backend::Sqlite { .. } => text.replace('$', "?"),
