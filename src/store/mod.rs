@@ -180,6 +180,18 @@ pub enum ChainRows {
     Sqlite(Vec<sqlx::sqlite::SqliteRow>),
 }
 
+impl From<Vec<sqlx::postgres::PgRow>> for ChainRows {
+    fn from(rows: Vec<sqlx::postgres::PgRow>) -> Self {
+        ChainRows::Postgres(rows)
+    }
+}
+
+impl From<Vec<sqlx::sqlite::SqliteRow>> for ChainRows {
+    fn from(rows: Vec<sqlx::sqlite::SqliteRow>) -> Self {
+        ChainRows::Sqlite(rows)
+    }
+}
+
 macro_rules! chain_row {
     ($row:expr) => {{
         let row = $row;
@@ -874,47 +886,30 @@ impl Store {
     ) -> Result<(), StoreError> {
         use futures_util::TryStreamExt;
         const CHAIN_BATCH: usize = 1024;
-        match &self.inner.backend {
-            Backend::Postgres { pool, .. } => {
-                let sql = "SELECT aggregate_id, sequence, event_type, event_version, payload::text, \
-                    metadata::text, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                    prev_hash, hash FROM events ORDER BY aggregate_type, aggregate_id, sequence";
-                let mut rows = sqlx::query(sql).fetch(pool);
-                let mut batch = Vec::with_capacity(CHAIN_BATCH);
-                while let Some(row) = rows.try_next().await.map_err(db_error)? {
-                    batch.push(row);
-                    if batch.len() == CHAIN_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(CHAIN_BATCH));
-                        if tx.send(ChainRows::Postgres(full)).await.is_err() {
-                            return Ok(());
-                        }
+        let sql = match &self.inner.backend {
+            Backend::Postgres { .. } => "SELECT aggregate_id, sequence, event_type, event_version, payload::text, \
+                metadata::text, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                prev_hash, hash FROM events ORDER BY aggregate_type, aggregate_id, sequence",
+            Backend::Sqlite { .. } => "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, \
+                recorded_at, prev_hash, hash FROM events ORDER BY aggregate_type, aggregate_id, sequence",
+        };
+        with_pool!(self, pool => {
+            let mut rows = sqlx::query(sql).fetch(pool);
+            let mut batch = Vec::with_capacity(CHAIN_BATCH);
+            while let Some(row) = rows.try_next().await.map_err(db_error)? {
+                batch.push(row);
+                if batch.len() == CHAIN_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(CHAIN_BATCH));
+                    if tx.send(ChainRows::from(full)).await.is_err() {
+                        return Ok(());
                     }
                 }
-                if !batch.is_empty() {
-                    // A closed receiver has stopped on its own; nothing more to tell it.
-                    let _ = tx.send(ChainRows::Postgres(batch)).await;
-                }
             }
-            Backend::Sqlite { pool, .. } => {
-                let sql = "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, \
-                    recorded_at, prev_hash, hash FROM events ORDER BY aggregate_type, aggregate_id, sequence";
-                let mut rows = sqlx::query(sql).fetch(pool);
-                let mut batch = Vec::with_capacity(CHAIN_BATCH);
-                while let Some(row) = rows.try_next().await.map_err(db_error)? {
-                    batch.push(row);
-                    if batch.len() == CHAIN_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(CHAIN_BATCH));
-                        if tx.send(ChainRows::Sqlite(full)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                if !batch.is_empty() {
-                    // A closed receiver has stopped on its own; nothing more to tell it.
-                    let _ = tx.send(ChainRows::Sqlite(batch)).await;
-                }
+            if !batch.is_empty() {
+                // A closed receiver has stopped on its own; nothing more to tell it.
+                let _ = tx.send(ChainRows::from(batch)).await;
             }
-        }
+        });
         Ok(())
     }
 
@@ -1128,32 +1123,29 @@ pub(crate) fn db_error(err: sqlx::Error) -> StoreError {
     }
 }
 
+/// A `StoredEvent` from a row of the `PG_COLUMNS` / `SQLITE_COLUMNS` select (same order).
+macro_rules! stored_event {
+    ($row:expr) => {{
+        let row = $row;
+        Ok(StoredEvent {
+            case_id: row.try_get(0).map_err(db_error)?,
+            sequence: row.try_get(1).map_err(db_error)?,
+            event_type: row.try_get(2).map_err(db_error)?,
+            event_version: row.try_get(3).map_err(db_error)?,
+            payload: row.try_get(4).map_err(db_error)?,
+            metadata: row.try_get(5).map_err(db_error)?,
+            recorded_at: row.try_get(6).map_err(db_error)?,
+            position: row.try_get(7).map_err(db_error)?,
+            prev_hash: row.try_get(8).map_err(db_error)?,
+            hash: row.try_get(9).map_err(db_error)?,
+        })
+    }};
+}
+
 fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        case_id: row.try_get(0).map_err(db_error)?,
-        sequence: row.try_get(1).map_err(db_error)?,
-        event_type: row.try_get(2).map_err(db_error)?,
-        event_version: row.try_get(3).map_err(db_error)?,
-        payload: row.try_get(4).map_err(db_error)?,
-        metadata: row.try_get(5).map_err(db_error)?,
-        recorded_at: row.try_get(6).map_err(db_error)?,
-        position: row.try_get(7).map_err(db_error)?,
-        prev_hash: row.try_get(8).map_err(db_error)?,
-        hash: row.try_get(9).map_err(db_error)?,
-    })
+    stored_event!(row)
 }
 
 fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        case_id: row.try_get(0).map_err(db_error)?,
-        sequence: row.try_get(1).map_err(db_error)?,
-        event_type: row.try_get(2).map_err(db_error)?,
-        event_version: row.try_get(3).map_err(db_error)?,
-        payload: row.try_get(4).map_err(db_error)?,
-        metadata: row.try_get(5).map_err(db_error)?,
-        recorded_at: row.try_get(6).map_err(db_error)?,
-        position: row.try_get(7).map_err(db_error)?,
-        prev_hash: row.try_get(8).map_err(db_error)?,
-        hash: row.try_get(9).map_err(db_error)?,
-    })
+    stored_event!(row)
 }
