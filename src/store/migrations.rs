@@ -49,8 +49,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events ((metadata->>
     WHERE metadata->>'idempotency_key' IS NOT NULL;
 "#,
     ),
-    (2, "read models", READ_MODELS_POSTGRES),
-    (3, "statistics indexes", STATISTICS_INDEXES),
+    (2, "read models", READ_MODELS),
 ];
 
 /// SQLite migrations: (version, description, SQL).
@@ -87,18 +86,21 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key
     WHERE json_extract(metadata, '$.idempotency_key') IS NOT NULL;
 "#,
     ),
-    (2, "read models", READ_MODELS_SQLITE),
-    (3, "statistics indexes", STATISTICS_INDEXES),
+    (2, "read models", READ_MODELS),
 ];
 
 /// The read-model tables, named with a `{s}` suffix so that a rebuild can build fresh copies
-/// (`_new`) beside the live ones and swap them in. Times are microseconds since the Unix epoch
-/// (UTC), so the same comparisons work on both stores.
+/// (`_rebuild_…`) beside the live ones and swap them in. Times are microseconds since the Unix
+/// epoch (UTC), so the same comparisons work on both stores. Migration 2 is this same text with
+/// an empty suffix: the migration runner replaces `{s}` by nothing.
 pub fn read_model_tables(suffix: &str) -> String {
     READ_MODEL_TABLES.replace("{s}", suffix)
 }
 
-const READ_MODEL_TABLES: &str = r#"
+/// The read-model DDL as a literal, so that it can be both a migration and the rebuild's tables.
+macro_rules! read_model_tables_sql {
+    () => {
+        r#"
 CREATE TABLE IF NOT EXISTS case_summaries{s} (
     case_id       TEXT   NOT NULL PRIMARY KEY,
     case_no       TEXT   NOT NULL,
@@ -131,65 +133,25 @@ CREATE INDEX IF NOT EXISTS stat_facts{s}_time ON stat_facts{s} (occurred_at);
 CREATE INDEX IF NOT EXISTS stat_facts{s}_case ON stat_facts{s} (case_id, kind, occurred_at);
 CREATE INDEX IF NOT EXISTS stat_facts{s}_kind_time ON stat_facts{s} (kind, occurred_at);
 CREATE INDEX IF NOT EXISTS stat_facts{s}_room ON stat_facts{s} (room_id, kind, occurred_at);
-"#;
+"#
+    };
+}
 
-const READ_MODELS_POSTGRES: &str = r#"
-CREATE TABLE IF NOT EXISTS projector_checkpoint (name TEXT PRIMARY KEY, position BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS case_summaries (
-    case_id       TEXT   NOT NULL PRIMARY KEY,
-    case_no       TEXT   NOT NULL,
-    room_id       TEXT   NOT NULL,
-    filed_room_id TEXT   NOT NULL,
-    status        TEXT   NOT NULL,
-    category      TEXT   NOT NULL,
-    source        TEXT   NOT NULL,
-    filed_at      BIGINT NOT NULL,
-    accepted_at   BIGINT,
-    concluded_at  BIGINT,
-    mediators     TEXT   NOT NULL,
-    version       BIGINT NOT NULL
+const READ_MODEL_TABLES: &str = read_model_tables_sql!();
+
+/// Migration 2, the same on both stores: the projector's checkpoint and the live read models.
+const READ_MODELS: &str = concat!(
+    "\nCREATE TABLE IF NOT EXISTS projector_checkpoint (name TEXT PRIMARY KEY, position BIGINT NOT NULL);",
+    read_model_tables_sql!()
 );
-CREATE INDEX IF NOT EXISTS case_summaries_filed ON case_summaries (filed_at DESC, case_id DESC);
-CREATE TABLE IF NOT EXISTS stat_facts (
-    case_id     TEXT    NOT NULL,
-    seq         BIGINT  NOT NULL,
-    ord         INTEGER NOT NULL,
-    kind        TEXT    NOT NULL,
-    room_id     TEXT    NOT NULL,
-    category    TEXT    NOT NULL,
-    occurred_at BIGINT  NOT NULL,
-    amount_fen  BIGINT,
-    duration_us BIGINT,
-    label       TEXT,
-    PRIMARY KEY (case_id, seq, ord)
-);
-CREATE INDEX IF NOT EXISTS stat_facts_time ON stat_facts (occurred_at);
-CREATE INDEX IF NOT EXISTS stat_facts_case ON stat_facts (case_id, kind, occurred_at);
-"#;
-
-const READ_MODELS_SQLITE: &str = READ_MODELS_POSTGRES;
-
-/// Facts by kind and time, for windows and for ranking return visits; and by room, for a room's
-/// detail. Rebuilt tables get the same indexes (`read_model_tables`).
-const STATISTICS_INDEXES: &str = r#"
-CREATE INDEX IF NOT EXISTS stat_facts_kind_time ON stat_facts (kind, occurred_at);
-CREATE INDEX IF NOT EXISTS stat_facts_room ON stat_facts (room_id, kind, occurred_at);
-"#;
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_migration_creates_the_same_tables_a_rebuild_does() {
-        let migration = super::READ_MODELS_POSTGRES.replace(
-            "CREATE TABLE IF NOT EXISTS projector_checkpoint (name TEXT PRIMARY KEY, position BIGINT NOT NULL);\n",
-            "",
-        );
-        let indexes = super::STATISTICS_INDEXES.trim_start_matches('\n');
-        assert_eq!(
-            format!("{migration}{indexes}")
-                .replace("\n\"#", "")
-                .replace("\n\n", "\n"),
-            super::read_model_tables("").replace("\n\n", "\n")
-        );
+        let migration = super::READ_MODELS.replace("{s}", "");
+        assert!(migration.ends_with(&super::read_model_tables("")));
+        assert!(migration.contains("projector_checkpoint"));
+        assert!(!migration.contains("{s}"));
     }
 }

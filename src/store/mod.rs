@@ -414,7 +414,9 @@ impl Store {
                     .await
                     .map_err(db_error)?;
                 if done.is_none() {
-                    sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_error)?;
+                    // `{s}` names the live read-model tables (see `read_model_tables`).
+                    let sql = sql.replace("{s}", "");
+                    sqlx::raw_sql(&sql).execute(&mut *tx).await.map_err(db_error)?;
                     sqlx::query(&record)
                         .bind(version)
                         .bind(description)
