@@ -131,6 +131,14 @@ async fn migrate(config: Config) -> Result<(), String> {
 }
 
 async fn rebuild(config: Config) -> Result<(), String> {
+    // Progress on stderr; stdout keeps the one result line.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let store = connect(&config).await?;
     store
         .migrate()

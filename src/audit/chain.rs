@@ -51,13 +51,45 @@ pub fn hex_eq(text: &str, hash: &Hash) -> bool {
 
 /// Parses lower- or upper-case hex of 32 bytes.
 pub fn parse_hex(text: &str) -> Option<Hash> {
-    if text.len() != 64 {
+    parse_hex_with(text, true)
+}
+
+/// Parses a stored hash: lower-case hex of 32 bytes only, as [`hex`] writes it, so that a
+/// stored value is accepted exactly when [`hex_eq`] would match it.
+pub fn parse_stored_hex(text: &str) -> Option<Hash> {
+    parse_hex_with(text, false)
+}
+
+fn parse_hex_with(text: &str, upper_too: bool) -> Option<Hash> {
+    /// Each byte's value as a hex digit: 0–15, 16 for an upper-case digit, 255 otherwise.
+    const NIBBLE: [u8; 256] = {
+        let mut table = [255u8; 256];
+        let mut c = 0;
+        while c < 256 {
+            table[c] = match c as u8 {
+                b'0'..=b'9' => c as u8 - b'0',
+                b'a'..=b'f' => c as u8 - b'a' + 10,
+                b'A'..=b'F' => 16 + c as u8 - b'A' + 10,
+                _ => 255,
+            };
+            c += 1;
+        }
+        table
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(chunk).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
+    let mut seen = 0u8;
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let (hi, lo) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
+        seen |= hi | lo;
+        out[i] = ((hi & 15) << 4) | (lo & 15);
+    }
+    // 255 marks a non-digit; 16 (or 31 for upper-case a–f) an upper-case digit.
+    if seen == 255 || (seen & 16 != 0 && !upper_too) {
+        return None;
     }
     Some(out)
 }
@@ -604,6 +636,33 @@ impl CaseChecker {
         self.expected += 1;
     }
 
+    /// The next event when each event was hashed on its own over its *stored* `prev_hash`
+    /// (so that events can be hashed in any order): `intact` says that hash equals the stored
+    /// `hash`; `prev` and `hash` are the stored values, `None` when not valid hex.
+    ///
+    /// Gives the same verdict as [`CaseChecker::step`]: while every earlier event is intact and
+    /// linked, the chain's recomputed hash of the previous event *is* its stored hash, so
+    /// "`prev_hash` equals the previous stored hash and the event hashes to its stored hash over
+    /// it" is exactly "`prev_hash` equals the recomputed previous hash and the event recomputes".
+    /// After the first failure nothing more is decided.
+    pub fn step_linked(
+        &mut self,
+        sequence: u64,
+        intact: bool,
+        prev: Option<&Hash>,
+        hash: Option<&Hash>,
+    ) {
+        let expected = self.expected;
+        if self.first_invalid.is_none()
+            && (sequence != expected || !intact || prev != Some(&self.prev) || hash.is_none())
+        {
+            self.first_invalid = Some(expected.min(sequence));
+        }
+        self.prev = hash.copied().unwrap_or(ZERO);
+        self.last = sequence;
+        self.expected += 1;
+    }
+
     /// The verdict against the case's recorded head (`last_sequence`, `head_hash`).
     pub fn finish(self, head: Option<(u64, &str)>) -> CaseCheck {
         let last = self.last;
@@ -854,6 +913,172 @@ mod tests {
         .is_err());
     }
 
+    /// A case's chain of `n` intact events.
+    fn chain(n: u64) -> Vec<ChainedEvent> {
+        let mut prev = ZERO;
+        (1..=n)
+            .map(|sequence| {
+                let payload = json!({"NoteAdded": {"text": format!("第{sequence}次"), "occurred_at": "2026-01-05T01:00:00Z"}});
+                let metadata = json!({"sub": "m-1", "role": "mediator", "request_id": format!("r-{sequence}")});
+                let hash = event_hash(
+                    &prev,
+                    &EventFields {
+                        case_id: "c-1",
+                        sequence,
+                        event_type: "NoteAdded",
+                        event_version: "1",
+                        payload: &payload,
+                        recorded_at: "2026-01-05T01:00:01.000000Z",
+                        metadata: &metadata,
+                    },
+                );
+                let e = ChainedEvent {
+                    sequence,
+                    event_type: "NoteAdded".into(),
+                    event_version: "1".into(),
+                    payload,
+                    metadata,
+                    recorded_at: "2026-01-05T01:00:01.000000Z".into(),
+                    prev_hash: hex(&prev),
+                    hash: hex(&hash),
+                };
+                prev = hash;
+                e
+            })
+            .collect()
+    }
+
+    /// What the whole-log verifier does: each event hashed over its stored `prev_hash`, then
+    /// the links checked in sequence order.
+    fn check_linked(events: &[ChainedEvent], head: Option<(u64, &str)>) -> CaseCheck {
+        let mut sorted: Vec<&ChainedEvent> = events.iter().collect();
+        sorted.sort_by_key(|e| e.sequence);
+        let mut checker = CaseChecker::new();
+        for e in sorted {
+            let prev = parse_stored_hex(&e.prev_hash);
+            let hash = parse_stored_hex(&e.hash);
+            let intact = match (&prev, &hash) {
+                (Some(p), Some(h)) => {
+                    let fields = EventFields {
+                        case_id: "c-1",
+                        sequence: e.sequence,
+                        event_type: &e.event_type,
+                        event_version: &e.event_version,
+                        payload: &e.payload,
+                        recorded_at: &e.recorded_at,
+                        metadata: &e.metadata,
+                    };
+                    &event_hash(p, &fields) == h
+                }
+                _ => false,
+            };
+            checker.step_linked(e.sequence, intact, prev.as_ref(), hash.as_ref());
+        }
+        checker.finish(head)
+    }
+
+    /// Re-chains events from index `from` on (what a forger with write access would do).
+    fn rechain(events: &mut [ChainedEvent], from: usize) {
+        let mut prev = if from == 0 {
+            ZERO
+        } else {
+            parse_hex(&events[from - 1].hash).unwrap()
+        };
+        for e in &mut events[from..] {
+            let fields = EventFields {
+                case_id: "c-1",
+                sequence: e.sequence,
+                event_type: &e.event_type,
+                event_version: &e.event_version,
+                payload: &e.payload,
+                recorded_at: &e.recorded_at,
+                metadata: &e.metadata,
+            };
+            let hash = event_hash(&prev, &fields);
+            e.prev_hash = hex(&prev);
+            e.hash = hex(&hash);
+            prev = hash;
+        }
+    }
+
+    #[test]
+    fn checking_links_in_any_order_gives_the_verdict_of_checking_the_chain_in_order() {
+        let intact = chain(6);
+        let head_hash = intact[5].hash.clone();
+        type Tampered = (&'static str, Vec<ChainedEvent>, Option<(u64, String)>);
+        let mut cases: Vec<Tampered> =
+            vec![("intact", intact.clone(), Some((6, head_hash.clone())))];
+        for k in 0..6 {
+            let mut e = intact.clone();
+            e[k].payload =
+                json!({"NoteAdded": {"text": "改", "occurred_at": "2026-01-05T01:00:00Z"}});
+            cases.push(("payload", e.clone(), Some((6, head_hash.clone()))));
+            rechain(&mut e, k);
+            let new_head = e[5].hash.clone();
+            cases.push(("payload, re-chained", e.clone(), Some((6, new_head))));
+            cases.push((
+                "payload, re-chained, old head",
+                e,
+                Some((6, head_hash.clone())),
+            ));
+            let mut e = intact.clone();
+            e[k].metadata = json!({"sub": "m-2", "role": "mediator", "request_id": "r"});
+            cases.push(("actor", e, Some((6, head_hash.clone()))));
+            let mut e = intact.clone();
+            e[k].hash = e[k].hash.to_uppercase();
+            cases.push(("hash in upper case", e, Some((6, head_hash.clone()))));
+            let mut e = intact.clone();
+            e[k].prev_hash = "zz".repeat(32);
+            cases.push(("prev_hash not hex", e, Some((6, head_hash.clone()))));
+            let mut e = intact.clone();
+            e.remove(k);
+            cases.push(("deleted", e, Some((6, head_hash.clone()))));
+            let mut e = intact.clone();
+            e[k].sequence = 9;
+            cases.push(("renumbered", e, Some((6, head_hash.clone()))));
+            if k + 1 < 6 {
+                let mut e = intact.clone();
+                let (a, b) = (e[k].sequence, e[k + 1].sequence);
+                e[k].sequence = b;
+                e[k + 1].sequence = a;
+                cases.push(("swapped", e, Some((6, head_hash.clone()))));
+            }
+        }
+        let mut e = intact.clone();
+        e.pop();
+        cases.push(("last deleted", e.clone(), Some((6, head_hash.clone()))));
+        let new_head = e[4].hash.clone();
+        cases.push(("last deleted, head moved", e, Some((5, new_head))));
+        cases.push(("no head", intact.clone(), None));
+        cases.push(("head ahead", intact.clone(), Some((7, head_hash.clone()))));
+        cases.push((
+            "head behind",
+            intact.clone(),
+            Some((5, intact[4].hash.clone())),
+        ));
+        cases.push((
+            "head hash wrong",
+            intact.clone(),
+            Some((6, intact[4].hash.clone())),
+        ));
+        let mut failures = 0;
+        for (what, events, head) in &cases {
+            let mut in_order = events.clone();
+            in_order.sort_by_key(|e| e.sequence);
+            let head = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+            let ordered = check_case("c-1", &in_order, head);
+            let linked = check_linked(events, head);
+            assert_eq!(
+                (ordered.first_invalid_sequence, ordered.events_checked),
+                (linked.first_invalid_sequence, linked.events_checked),
+                "{what}"
+            );
+            failures += usize::from(linked.first_invalid_sequence.is_some());
+        }
+        // Every tampering but "intact" and the consistent re-chains is caught.
+        assert_eq!(failures, cases.len() - 1 - 6 - 1);
+    }
+
     #[test]
     fn hex_helpers_agree() {
         let h = event_hash(
@@ -877,6 +1102,11 @@ mod tests {
         assert!(!hex_eq(&text.to_uppercase(), &h));
         assert!(!hex_eq(&text[1..], &h));
         assert_eq!(parse_hex(&text), Some(h));
+        assert_eq!(parse_hex(&text.to_uppercase()), Some(h));
+        assert_eq!(parse_stored_hex(&text), Some(h));
+        assert_eq!(parse_stored_hex(&text.to_uppercase()), None);
+        assert_eq!(parse_hex(&text[1..]), None);
+        assert_eq!(parse_hex(&format!("{}g", &text[1..])), None);
         let mut buf = [0u8; 20];
         for n in [0u64, 1, 9, 10, 99, 100, 1234567890, u64::MAX] {
             assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());

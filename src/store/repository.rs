@@ -30,6 +30,46 @@ pub fn recorded_at_text(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// The length of [`recorded_at_text`] for years 0–9999.
+pub const RECORDED_AT_LEN: usize = 27;
+
+/// [`recorded_at_text`] written into `buf` without allocating, for years 0–9999 (`None`
+/// otherwise: use [`recorded_at_text`]). Verification formats a million of these.
+pub fn recorded_at_into(t: DateTime<Utc>, buf: &mut [u8; RECORDED_AT_LEN]) -> Option<&str> {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut put = |at: usize, width: usize, mut n: u32| {
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    // A leap second shows as nanoseconds ≥ 1e9 in chrono, and as "60" seconds in `%S`; leave
+    // that rare case to chrono.
+    let nanos = t.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    put(20, 6, nanos / 1_000);
+    buf[4] = b'-';
+    buf[7] = b'-';
+    buf[10] = b'T';
+    buf[13] = b':';
+    buf[16] = b':';
+    buf[19] = b'.';
+    buf[26] = b'Z';
+    std::str::from_utf8(buf).ok()
+}
+
 fn persistence_error(err: sqlx::Error) -> PersistenceError {
     match &err {
         sqlx::Error::Database(db)
@@ -472,5 +512,38 @@ impl PersistedEventRepository for SqliteChainedRepository {
         self.heads
             .remember(case_id, (last.sequence as usize, last.hash.clone()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, TimeZone};
+
+    #[test]
+    fn the_fast_recorded_at_writer_agrees_with_the_stored_format() {
+        let mut buf = [0u8; RECORDED_AT_LEN];
+        let mut t = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
+        let step = chrono::Duration::microseconds(7_777_777_777_777);
+        while t.year() < 9999 {
+            assert_eq!(
+                recorded_at_into(t, &mut buf),
+                Some(recorded_at_text(t).as_str())
+            );
+            t += step;
+        }
+        for t in [
+            Utc.with_ymd_and_hms(2026, 11, 28, 23, 59, 59).unwrap()
+                + chrono::Duration::microseconds(999_999),
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+        ] {
+            assert_eq!(
+                recorded_at_into(t, &mut buf),
+                Some(recorded_at_text(t).as_str())
+            );
+        }
+        let far = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(recorded_at_into(far, &mut buf), None);
     }
 }
