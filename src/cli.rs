@@ -295,11 +295,20 @@ async fn serve(config: Config) -> Result<(), String> {
         projector.clone(),
         projector_shutdown,
     ));
+    let stats = crate::stats::StatsMirror::new(store.clone());
+    // Load the statistics now rather than on the first request.
+    let loading = stats.clone();
+    tokio::spawn(async move {
+        if let Err(e) = loading.catch_up().await {
+            tracing::warn!(reason = %e, "statistics not loaded at start; the first request retries");
+        }
+    });
     let state = AppState {
         store: store.clone(),
         rooms: Arc::new(rooms),
         key: Arc::new(key),
         projector,
+        stats,
     };
     let served = crate::run(listener, state, shutdown_signal()).await;
     let _ = stop_projector.send(true);

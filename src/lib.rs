@@ -8,6 +8,7 @@
 //! - [`http`]: the axum router, one module per resource, the one error type.
 //! - [`audit`]: the hash chain, verification of cases and of the log, the log digest.
 //! - [`projector`]: the one checkpointed writer of the read models; `rebuild`.
+//! - [`stats`]: this process's statistics, an in-memory copy of the facts read model.
 //! - [`auth`]: tokens, roles, room scoping, masking rules.
 //! - [`rooms`]: the rooms registry.
 //! - [`cli`]: `tiaojie serve | migrate | verify | export | projections rebuild | token`.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod projector;
 pub mod rooms;
+pub mod stats;
 pub mod store;
 
 use std::future::Future;

@@ -7,12 +7,15 @@
 //!   the case is in when the event occurs).
 //! - [`indicators`]: the indicators of API.md computed from facts, including interpolated
 //!   percentiles, and a naive recomputation straight from events for checking the projection.
+//! - [`index`]: the facts in memory, indexed by cell, kind and time, answering the statistics of
+//!   any window (what the server answers statistics requests from).
 //! - [`replay`]: a whole log folded for a rebuild, read in any order (each case in sequence order).
 //!
 //! Invariant: a fold over the same events in the same order always gives the same rows, so any
 //! read model can be dropped and rebuilt from the log.
 
 pub mod facts;
+pub mod index;
 pub mod indicators;
 pub mod replay;
 pub mod summary;

@@ -40,6 +40,8 @@ pub struct AppState {
     pub key: Arc<JwtKey>,
     /// What the projector reports (for `/readyz`).
     pub projector: Arc<crate::projector::ProjectorStatus>,
+    /// This process's statistics, answered from memory.
+    pub stats: crate::stats::StatsMirror,
 }
 
 /// The whole application router.

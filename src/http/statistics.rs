@@ -1,5 +1,7 @@
 //! The read side over HTTP: the case list and the statistics, both served from the read models
-//! the projector keeps (eventually consistent; every answer says `as_of_position`).
+//! the projector keeps (eventually consistent; every answer says `as_of_position`). The list is
+//! read from its table; the statistics from this process's in-memory copy of the facts
+//! (`crate::stats`), brought up to date by each request.
 
 use super::error::ApiError;
 use super::{wire, AppState, Caller};
@@ -13,9 +15,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 use tiaojie_domain::{CaseStatus, Category, Money};
-use tiaojie_projections::indicators::{Cell, CellKey, Indicators, Window};
+use tiaojie_projections::indicators::{Indicators, Window};
 
 /// The read-side routes.
 pub fn router() -> Router<AppState> {
@@ -220,18 +221,6 @@ fn category_name(c: &str) -> &'static str {
     }
 }
 
-/// Merges cells into groups by `key`.
-fn group(
-    cells: &BTreeMap<CellKey, Cell>,
-    key: impl Fn(&CellKey) -> String,
-) -> BTreeMap<String, Cell> {
-    let mut out: BTreeMap<String, Cell> = BTreeMap::new();
-    for (k, cell) in cells {
-        out.entry(key(k)).or_default().merge(cell);
-    }
-    out
-}
-
 const UNCLUSTERED: &str = "unclustered";
 
 async fn statistics(
@@ -243,18 +232,54 @@ async fn statistics(
     let q = query(q)?;
     let window = window(q.from.as_deref(), q.to.as_deref())?;
     let group_by = q.group_by.as_deref().unwrap_or("room");
-    let (cells, position) = state.store.statistics_cells(window).await?;
-    let mut totals = Cell::default();
-    cells.values().for_each(|c| totals.merge(c));
+    let rooms = state.rooms.clone();
+    // Each cell (room, category) goes to its group; the totals merge every cell.
+    let ((by_group, totals), position) = match group_by {
+        "room" => {
+            state
+                .stats
+                .read(|index| index.aggregate(window, |room, _| Some(room.to_string())))
+                .await?
+        }
+        "cluster" => {
+            state
+                .stats
+                .read(|index| {
+                    index.aggregate(window, |room, _| {
+                        Some(
+                            rooms
+                                .get(room)
+                                .and_then(|r| r.cluster.clone())
+                                .unwrap_or_else(|| UNCLUSTERED.to_string()),
+                        )
+                    })
+                })
+                .await?
+        }
+        "category" => {
+            state
+                .stats
+                .read(|index| index.aggregate(window, |_, category| Some(category.to_string())))
+                .await?
+        }
+        _ => {
+            return Err(ApiError::field(
+                "group_by",
+                "must be room, cluster or category",
+            ))
+        }
+    };
+    let indicators_of =
+        |key: &str| indicators_json(&by_group.get(key).cloned().unwrap_or_default().indicators());
     let groups: Vec<Value> = match group_by {
         "room" => {
-            let by_room = group(&cells, |(room, _)| room.clone());
             let mut out: Vec<Value> = state
                 .rooms
                 .all()
-                .map(|r| json!({"key": r.room_id, "name": r.name, "indicators": indicators_json(&by_room.get(&r.room_id).cloned().unwrap_or_default().indicators())}))
+                .map(|r| json!({"key": r.room_id, "name": r.name, "indicators": indicators_of(&r.room_id)}))
                 .collect();
-            for (room, cell) in &by_room {
+            // Rooms the facts name but the registry does not (a room since removed from it).
+            for (room, cell) in &by_group {
                 if state.rooms.get(room).is_none() {
                     out.push(json!({"key": room, "name": room, "indicators": indicators_json(&cell.indicators())}));
                 }
@@ -262,13 +287,6 @@ async fn statistics(
             out
         }
         "cluster" => {
-            let rooms = state.rooms.clone();
-            let by_cluster = group(&cells, |(room, _)| {
-                rooms
-                    .get(room)
-                    .and_then(|r| r.cluster.clone())
-                    .unwrap_or_else(|| UNCLUSTERED.to_string())
-            });
             let mut keys: Vec<String> = state
                 .rooms
                 .all()
@@ -280,25 +298,16 @@ async fn statistics(
             keys.iter()
                 .map(|k| {
                     let name = if k == UNCLUSTERED { "未归属产业集群".to_string() } else { k.clone() };
-                    json!({"key": k, "name": name, "indicators": indicators_json(&by_cluster.get(k).cloned().unwrap_or_default().indicators())})
+                    json!({"key": k, "name": name, "indicators": indicators_of(k)})
                 })
                 .collect()
         }
-        "category" => {
-            let by_category = group(&cells, |(_, c)| c.clone());
-            Category::ALL
-                .iter()
-                .map(|c| {
-                    json!({"key": c.as_str(), "name": category_name(c.as_str()), "indicators": indicators_json(&by_category.get(c.as_str()).cloned().unwrap_or_default().indicators())})
-                })
-                .collect()
-        }
-        _ => {
-            return Err(ApiError::field(
-                "group_by",
-                "must be room, cluster or category",
-            ))
-        }
+        _ => Category::ALL
+            .iter()
+            .map(|c| {
+                json!({"key": c.as_str(), "name": category_name(c.as_str()), "indicators": indicators_of(c.as_str())})
+            })
+            .collect(),
     };
     Ok(Json(json!({
         "as_of_position": position,
@@ -329,24 +338,27 @@ async fn room_statistics(
     may_read_statistics(&caller, Some(&room_id))?;
     let q = query(q)?;
     let window = window(q.from.as_deref(), q.to.as_deref())?;
-    let (cells, position) = state.store.statistics_cells(window).await?;
-    let mut room = Cell::default();
+    let ((by_category_cells, room, (by_source, monthly)), position) = state
+        .stats
+        .read(|index| {
+            let (cells, room) = index.aggregate(window, |r, category| {
+                (r == room_id).then(|| category.to_string())
+            });
+            (cells, room, index.room_breakdown(&room_id, window))
+        })
+        .await?;
     let mut by_category = Map::new();
     for c in Category::ALL {
         by_category.insert(c.as_str().to_string(), json!(0));
     }
-    for ((r, category), cell) in &cells {
-        if r == &room_id {
-            room.merge(cell);
-            let filed = cell
-                .counts
-                .get(&tiaojie_projections::facts::FactKind::Filed)
-                .copied()
-                .unwrap_or(0);
-            by_category.insert(category.clone(), json!(filed));
-        }
+    for (category, cell) in &by_category_cells {
+        let filed = cell
+            .counts
+            .get(&tiaojie_projections::facts::FactKind::Filed)
+            .copied()
+            .unwrap_or(0);
+        by_category.insert(category.clone(), json!(filed));
     }
-    let (by_source, monthly) = state.store.room_breakdown(&room_id, window).await?;
     let mut sources = Map::new();
     for s in tiaojie_domain::Source::ALL {
         sources.insert(
@@ -412,8 +424,10 @@ async fn statistics_csv(
     may_read_statistics(&caller, None)?;
     let q = query(q)?;
     let window = window(q.from.as_deref(), q.to.as_deref())?;
-    let (cells, position) = state.store.statistics_cells(window).await?;
-    let by_room = group(&cells, |(room, _)| room.clone());
+    let ((by_room, _), position) = state
+        .stats
+        .read(|index| index.aggregate(window, |room, _| Some(room.to_string())))
+        .await?;
     let mut out = String::from("room_id,name,kind,cluster");
     for c in CSV_COLUMNS {
         out.push(',');

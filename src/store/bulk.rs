@@ -42,7 +42,10 @@ impl Store {
     /// bulk fill would otherwise maintain row by row; [`Store::create_read_model_indexes`]
     /// builds them afterwards in one sort each). Drops leftovers of the same name first.
     pub async fn create_bare_read_models(&self, suffix: &str) -> Result<(), StoreError> {
-        let (tables, _) = split_ddl(&super::migrations::read_model_tables(suffix));
+        let (tables, _) = split_ddl(&super::migrations::read_model_tables(
+            self.kind() == "postgres",
+            suffix,
+        ));
         let drop = format!(
             "DROP TABLE IF EXISTS case_summaries{suffix}; DROP TABLE IF EXISTS stat_facts{suffix};"
         );
@@ -55,7 +58,10 @@ impl Store {
 
     /// Builds the secondary indexes of the `suffix` read-model tables.
     pub async fn create_read_model_indexes(&self, suffix: &str) -> Result<(), StoreError> {
-        let (_, indexes) = split_ddl(&super::migrations::read_model_tables(suffix));
+        let (_, indexes) = split_ddl(&super::migrations::read_model_tables(
+            self.kind() == "postgres",
+            suffix,
+        ));
         with_pool!(self, pool => {
             sqlx::raw_sql(&indexes).execute(pool).await.map_err(db_error)?;
         });
@@ -352,7 +358,7 @@ fn summary_line(s: &CaseSummary, out: &mut Vec<u8>) {
 mod tests {
     #[test]
     fn the_ddl_splits_into_tables_and_indexes_and_loses_nothing() {
-        let ddl = crate::store::migrations::read_model_tables("_x");
+        let ddl = crate::store::migrations::read_model_tables(true, "_x");
         let (tables, indexes) = super::split_ddl(&ddl);
         assert!(tables.contains("CREATE TABLE IF NOT EXISTS case_summaries_x"));
         assert!(!tables.contains("INDEX"));

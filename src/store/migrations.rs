@@ -50,6 +50,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events ((metadata->>
 "#,
     ),
     (2, "read models", READ_MODELS),
+    (3, "read models with row ids", POSTGRES_READ_MODELS_3),
 ];
 
 /// SQLite migrations: (version, description, SQL).
@@ -87,18 +88,113 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key
 "#,
     ),
     (2, "read models", READ_MODELS),
+    (3, "read models with row ids", SQLITE_READ_MODELS_3),
 ];
 
 /// The read-model tables, named with a `{s}` suffix so that a rebuild can build fresh copies
 /// (`_rebuild_…`) beside the live ones and swap them in. Times are microseconds since the Unix
-/// epoch (UTC), so the same comparisons work on both stores. Migration 2 is this same text with
+/// epoch (UTC), so the same comparisons work on both stores. Migration 3 is this same text with
 /// an empty suffix: the migration runner replaces `{s}` by nothing.
-pub fn read_model_tables(suffix: &str) -> String {
-    READ_MODEL_TABLES.replace("{s}", suffix)
+pub fn read_model_tables(postgres: bool, suffix: &str) -> String {
+    let tables = if postgres {
+        POSTGRES_READ_MODEL_TABLES
+    } else {
+        SQLITE_READ_MODEL_TABLES
+    };
+    tables.replace("{s}", suffix)
 }
 
-/// The read-model DDL as a literal, so that it can be both a migration and the rebuild's tables.
+/// The read-model DDL as a literal, so that it can be both a migration and the rebuild's tables;
+/// `$row_id` is the store's column definition of `stat_facts.row_id`.
+///
+/// `row_id` numbers the facts in the order the projector inserted them, so that a server's
+/// in-memory statistics (`crate::stats`) can read just the rows after the last one it has. That
+/// no row can ever appear below a `row_id` already read holds because the projector's batches are
+/// serialized by the checkpoint: a batch's transaction first moves the checkpoint row (holding
+/// its lock until it commits), and only then takes ids for its facts. So the ids of one batch are
+/// all taken after the previous batch committed, and a snapshot that sees a batch sees every
+/// earlier one. On PostgreSQL the identity's sequence has the default `CACHE 1`, so ids are
+/// handed out in time order across sessions; on SQLite an `INTEGER PRIMARY KEY` is one more than
+/// the largest id, and facts are never deleted (the table is only ever dropped whole).
+///
+/// `(case_id, seq, ord)` stays unique, so even a replayed batch cannot count an event twice. No
+/// other index: statistics are not computed by SQL any more, and every index slows the projector
+/// and the rebuild.
 macro_rules! read_model_tables_sql {
+    ($row_id:literal) => {
+        concat!(
+            r#"
+CREATE TABLE IF NOT EXISTS case_summaries{s} (
+    case_id       TEXT   NOT NULL PRIMARY KEY,
+    case_no       TEXT   NOT NULL,
+    room_id       TEXT   NOT NULL,
+    filed_room_id TEXT   NOT NULL,
+    status        TEXT   NOT NULL,
+    category      TEXT   NOT NULL,
+    source        TEXT   NOT NULL,
+    filed_at      BIGINT NOT NULL,
+    accepted_at   BIGINT,
+    concluded_at  BIGINT,
+    mediators     TEXT   NOT NULL,
+    version       BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_summaries{s}_filed ON case_summaries{s} (filed_at DESC, case_id DESC);
+CREATE TABLE IF NOT EXISTS stat_facts{s} (
+    row_id      "#,
+            $row_id,
+            r#",
+    case_id     TEXT    NOT NULL,
+    seq         BIGINT  NOT NULL,
+    ord         INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    room_id     TEXT    NOT NULL,
+    category    TEXT    NOT NULL,
+    occurred_at BIGINT  NOT NULL,
+    amount_fen  BIGINT,
+    duration_us BIGINT,
+    label       TEXT,
+    UNIQUE (case_id, seq, ord)
+);
+"#
+        )
+    };
+}
+
+const POSTGRES_READ_MODEL_TABLES: &str =
+    read_model_tables_sql!("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY");
+const SQLITE_READ_MODEL_TABLES: &str = read_model_tables_sql!("INTEGER PRIMARY KEY");
+
+/// Migration 3's tail: the projector starts over from the beginning of the log, and the read
+/// models' generation moves, as after a rebuild, so that no in-memory copy outlives the tables.
+macro_rules! restart_projection_sql {
+    () => {
+        r#"
+INSERT INTO projector_checkpoint (name, position) VALUES ('read_models', 0)
+    ON CONFLICT (name) DO UPDATE SET position = 0;
+INSERT INTO projector_checkpoint (name, position) VALUES ('read_models_generation', 1)
+    ON CONFLICT (name) DO UPDATE SET position = projector_checkpoint.position + 1;
+"#
+    };
+}
+
+/// Migration 3: the read models in their current shape (`stat_facts.row_id`, no statistics
+/// indexes). Read models hold nothing of their own: they are dropped, created empty and
+/// projected again from the log, from position 0, by the projector of the server that starts.
+/// Until it has caught up, the case list and the statistics trail the log, and say so in
+/// `as_of_position`.
+const POSTGRES_READ_MODELS_3: &str = concat!(
+    "\nDROP TABLE IF EXISTS stat_facts{s};\nDROP TABLE IF EXISTS case_summaries{s};",
+    read_model_tables_sql!("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    restart_projection_sql!()
+);
+const SQLITE_READ_MODELS_3: &str = concat!(
+    "\nDROP TABLE IF EXISTS stat_facts{s};\nDROP TABLE IF EXISTS case_summaries{s};",
+    read_model_tables_sql!("INTEGER PRIMARY KEY"),
+    restart_projection_sql!()
+);
+
+/// The read-model DDL of migration 2, as released (never edited: migration 3 replaces it).
+macro_rules! read_model_tables_2_sql {
     () => {
         r#"
 CREATE TABLE IF NOT EXISTS case_summaries{s} (
@@ -137,21 +233,24 @@ CREATE INDEX IF NOT EXISTS stat_facts{s}_room ON stat_facts{s} (room_id, kind, o
     };
 }
 
-const READ_MODEL_TABLES: &str = read_model_tables_sql!();
-
-/// Migration 2, the same on both stores: the projector's checkpoint and the live read models.
+/// Migration 2, the same on both stores: the projector's checkpoint and the first read models.
 const READ_MODELS: &str = concat!(
     "\nCREATE TABLE IF NOT EXISTS projector_checkpoint (name TEXT PRIMARY KEY, position BIGINT NOT NULL);",
-    read_model_tables_sql!()
+    read_model_tables_2_sql!()
 );
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_migration_creates_the_same_tables_a_rebuild_does() {
-        let migration = super::READ_MODELS.replace("{s}", "");
-        assert!(migration.ends_with(&super::read_model_tables("")));
-        assert!(migration.contains("projector_checkpoint"));
-        assert!(!migration.contains("{s}"));
+    fn the_latest_migration_creates_the_same_tables_a_rebuild_does() {
+        for (postgres, list) in [(true, super::POSTGRES), (false, super::SQLITE)] {
+            let (version, _, sql) = list.last().unwrap();
+            assert_eq!(*version, 3);
+            let migration = sql.replace("{s}", "");
+            let tables = super::read_model_tables(postgres, "");
+            assert!(migration.contains(&tables), "{migration}");
+            assert!(!migration.contains("{s}"));
+            assert!(super::read_model_tables(postgres, "_x").contains("stat_facts_x ("));
+        }
     }
 }

@@ -2,20 +2,45 @@
 //! themselves are pure code in `tiaojie-projections`; this module only moves rows.
 //!
 //! Invariants: a batch of events, its read-model rows and the checkpoint commit in one
-//! transaction, so a crash loses nothing and counts nothing twice; facts are keyed by (case,
-//! sequence, ordinal), so even a replayed batch cannot double-count.
+//! transaction, so a crash loses nothing and counts nothing twice; facts are unique by (case,
+//! sequence, ordinal), so even a replayed batch cannot double-count; facts get their `row_id`
+//! in the order batches commit (see `migrations`), so a reader that has every row up to some id
+//! only ever needs the rows above it; and the tables are only ever replaced whole, together with
+//! a new generation number ([`GENERATION`]).
 
 use super::{db_error, Backend, Store, StoreError, StoredEvent};
 use chrono::{DateTime, TimeZone, Utc};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use sqlx::Row;
+use std::collections::{HashMap, HashSet};
 use tiaojie_domain::{CaseEvent, CaseStatus};
 use tiaojie_projections::facts::{facts, FactKind};
-use tiaojie_projections::indicators::{overdue_after, Cell, CellKey, Window};
+use tiaojie_projections::index::FactRow;
 use tiaojie_projections::summary::CaseSummary;
 use uuid::Uuid;
 
 /// The live projector's checkpoint name.
 pub const CHECKPOINT: &str = "read_models";
+
+/// The read models' generation, kept in `projector_checkpoint` beside the checkpoints: it moves
+/// whenever the live tables are replaced (a rebuild's swap, migration 3), so that a copy of them
+/// in memory knows its rows are gone and reads the new tables from the start.
+pub const GENERATION: &str = "read_models_generation";
+
+/// Fact rows per query of [`Store::read_stat_facts`].
+const FACTS_PAGE: i64 = 20_000;
+
+/// What one [`Store::read_stat_facts`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactsSeen {
+    /// The live checkpoint in that snapshot: the facts read reflect the log up to it.
+    pub position: i64,
+    /// The read models' generation in that snapshot.
+    pub generation: i64,
+    /// Whether every fact was read (the caller's generation was not the current one).
+    pub from_start: bool,
+    /// The largest `row_id` read (the one asked to read after, when no row was new).
+    pub last_row_id: i64,
+}
 
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -349,134 +374,97 @@ impl Store {
         ))
     }
 
-    /// The statistics cells (room, category) for a window, and the checkpoint they reflect,
-    /// read in one snapshot.
-    pub async fn statistics_cells(
+    /// In one read-only snapshot: the live checkpoint, the read models' generation, and the
+    /// statistical facts after row `after.1`, in `row_id` order; every fact when `after` is `None`
+    /// or names another generation than the current one (the tables were swapped since). Each
+    /// fact goes to `on_row(from_start, fact)` as it is read, a page at a time, so a full read is
+    /// never held in memory as rows. A row whose case id or kind cannot be read is skipped with a
+    /// warning.
+    ///
+    /// On PostgreSQL the snapshot is `REPEATABLE READ READ ONLY`, and it first takes
+    /// `ACCESS SHARE` on `projector_checkpoint`, before the snapshot exists (`LOCK TABLE` takes
+    /// none): a rebuild's swap locks that table exclusively before it drops and renames tables,
+    /// so the snapshot is either wholly before the swap or wholly after it. Without the lock, a
+    /// snapshot taken before the swap committed could still find `stat_facts` naming the new
+    /// table (table names resolve to the latest catalog, not the snapshot's) and read its rows
+    /// under the old generation. On SQLite a read transaction sees one state of the file,
+    /// schema included.
+    pub async fn read_stat_facts(
         &self,
-        window: Window,
-    ) -> Result<(BTreeMap<CellKey, Cell>, i64), StoreError> {
-        let from = window.from.map(micros).unwrap_or(i64::MIN);
-        let to = micros(window.to);
-        let overdue_before = micros(window.to - overdue_after());
-        let counts_sql = self.sql(
-            "SELECT room_id, category, kind, COUNT(*), CAST(SUM(amount_fen) AS BIGINT) FROM stat_facts \
-             WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY room_id, category, kind",
+        after: Option<(i64, i64)>,
+        on_row: &mut (dyn FnMut(bool, FactRow<'_>) + Send),
+    ) -> Result<FactsSeen, StoreError> {
+        let marks_sql =
+            self.sql("SELECT name, position FROM projector_checkpoint WHERE name IN ($1, $2)");
+        let facts_sql = self.sql(
+            "SELECT row_id, case_id, seq, kind, room_id, category, occurred_at, amount_fen, duration_us, label \
+             FROM stat_facts WHERE row_id > $1 ORDER BY row_id LIMIT $2",
         );
-        let durations_sql = self.sql(
-            "SELECT room_id, category, duration_us FROM stat_facts WHERE kind IN ('resolved', 'terminated') \
-             AND duration_us IS NOT NULL AND occurred_at >= $1 AND occurred_at < $2",
-        );
-        // The latest return visit before `to` of each case, ranked once for all cases (a hash
-        // join), rather than looked up agreement by agreement.
-        let follow_sql = self.sql(
-            "SELECT f.room_id, f.category, COUNT(*), COUNT(CASE WHEN l.label = 'full' THEN 1 END) \
-             FROM stat_facts f JOIN ( \
-                 SELECT case_id, label, ROW_NUMBER() OVER (PARTITION BY case_id ORDER BY occurred_at DESC, seq DESC) AS rn \
-                 FROM stat_facts WHERE kind = 'follow_up' AND occurred_at < $2 \
-             ) l ON l.case_id = f.case_id AND l.rn = 1 \
-             WHERE f.kind = 'resolved' AND f.occurred_at >= $1 AND f.occurred_at < $2 \
-             GROUP BY f.room_id, f.category",
-        );
-        let open_sql = self.sql(
-            "SELECT COALESCE((SELECT t.room_id FROM stat_facts t WHERE t.case_id = c.case_id AND t.kind = 'transferred_in' \
-             AND t.occurred_at < $1 ORDER BY t.occurred_at DESC, t.seq DESC LIMIT 1), c.filed_room_id), c.category, c.accepted_at \
-             FROM case_summaries c WHERE c.accepted_at < $1 AND (c.concluded_at IS NULL OR c.concluded_at >= $1)",
-        );
-        let checkpoint_sql = self.sql("SELECT position FROM projector_checkpoint WHERE name = $1");
-        let mut cells: BTreeMap<CellKey, Cell> = BTreeMap::new();
-        let (counts, durations, follows, open, position) = with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db_error)?;
-            if self.kind() == "postgres" {
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .execute(&mut *tx)
+        let begin = match self.kind() {
+            // One round trip, as one simple query: the lock is taken before the snapshot.
+            "postgres" => {
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                 LOCK TABLE projector_checkpoint IN ACCESS SHARE MODE"
+            }
+            _ => "BEGIN",
+        };
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.map_err(db_error)?;
+            let marks: Vec<(String, i64)> = sqlx::query_as(&marks_sql)
+                .bind(CHECKPOINT)
+                .bind(GENERATION)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let mark = |name: &str| marks.iter().find(|m| m.0 == name).map(|m| m.1).unwrap_or(0);
+            let (position, generation) = (mark(CHECKPOINT), mark(GENERATION));
+            let (from_start, mut last_row_id) = match after {
+                Some((g, last)) if g == generation => (false, last),
+                _ => (true, 0),
+            };
+            // Pages within the one snapshot: a full read never holds every row at once.
+            loop {
+                let rows = sqlx::query(&facts_sql)
+                    .bind(last_row_id)
+                    .bind(FACTS_PAGE)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(db_error)?;
-            }
-            let position: Option<i64> = sqlx::query_scalar(&checkpoint_sql).bind(CHECKPOINT).fetch_optional(&mut *tx).await.map_err(db_error)?;
-            let counts: Vec<(String, String, String, i64, Option<i64>)> =
-                sqlx::query_as(&counts_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
-            let durations: Vec<(String, String, i64)> =
-                sqlx::query_as(&durations_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
-            let follows: Vec<(String, String, i64, i64)> =
-                sqlx::query_as(&follow_sql).bind(from).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
-            let open: Vec<(String, String, i64)> =
-                sqlx::query_as(&open_sql).bind(to).fetch_all(&mut *tx).await.map_err(db_error)?;
-            tx.commit().await.map_err(db_error)?;
-            (counts, durations, follows, open, position.unwrap_or(0))
-        });
-        for (room, category, kind, n, amount) in counts {
-            let Some(kind) = FactKind::parse(&kind) else {
-                continue;
-            };
-            if kind == FactKind::FollowUp {
-                continue;
-            }
-            let cell = cells.entry((room, category)).or_default();
-            *cell.counts.entry(kind).or_default() += n.max(0) as u64;
-            let amount = amount.unwrap_or(0).max(0) as u64;
-            match kind {
-                FactKind::Filed => cell.amount_in_dispute_fen += amount,
-                FactKind::Resolved => cell.amount_agreed_fen += amount,
-                _ => {}
-            }
-        }
-        for (room, category, d) in durations {
-            cells
-                .entry((room, category))
-                .or_default()
-                .durations_us
-                .push(d);
-        }
-        for (room, category, followed_up, performed_full) in follows {
-            let cell = cells.entry((room, category)).or_default();
-            cell.followed_up += followed_up.max(0) as u64;
-            cell.performed_full += performed_full.max(0) as u64;
-        }
-        for (room, category, accepted_at) in open {
-            let cell = cells.entry((room, category)).or_default();
-            cell.open += 1;
-            if accepted_at < overdue_before {
-                cell.overdue_open += 1;
-            }
-        }
-        Ok((cells, position))
-    }
-
-    /// For one room and window: filings by source, and filings, agreements and terminations by
-    /// Shenzhen month.
-    pub async fn room_breakdown(
-        &self,
-        room_id: &str,
-        window: Window,
-    ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, [u64; 3]>), StoreError> {
-        let from = window.from.map(micros).unwrap_or(i64::MIN);
-        let to = micros(window.to);
-        let sql = self.sql(
-            "SELECT kind, label, occurred_at FROM stat_facts WHERE room_id = $1 \
-             AND kind IN ('filed', 'resolved', 'terminated') AND occurred_at >= $2 AND occurred_at < $3",
-        );
-        let rows: Vec<(String, Option<String>, i64)> =
-            with_pool!(self, pool => sqlx::query_as(&sql).bind(room_id).bind(from).bind(to).fetch_all(pool).await)
-                .map_err(db_error)?;
-        let mut by_source = BTreeMap::new();
-        let mut monthly: BTreeMap<String, [u64; 3]> = BTreeMap::new();
-        let offset = tiaojie_domain::shenzhen_offset();
-        for (kind, label, at) in rows {
-            let month = from_micros(at)
-                .with_timezone(&offset)
-                .format("%Y-%m")
-                .to_string();
-            let slot = monthly.entry(month).or_default();
-            match kind.as_str() {
-                "filed" => {
-                    slot[0] += 1;
-                    *by_source.entry(label.unwrap_or_default()).or_default() += 1;
+                for row in &rows {
+                    last_row_id = row.try_get(0).map_err(db_error)?;
+                    let case_id: &str = row.try_get(1).map_err(db_error)?;
+                    let kind: &str = row.try_get(3).map_err(db_error)?;
+                    let (Ok(case_id), Some(kind)) = (Uuid::parse_str(case_id), FactKind::parse(kind)) else {
+                        tracing::warn!(row_id = last_row_id, "statistical fact skipped: unreadable case id or kind");
+                        continue;
+                    };
+                    on_row(
+                        from_start,
+                        FactRow {
+                            case_id,
+                            seq: row.try_get(2).map_err(db_error)?,
+                            kind,
+                            room_id: row.try_get(4).map_err(db_error)?,
+                            category: row.try_get(5).map_err(db_error)?,
+                            occurred_at: row.try_get(6).map_err(db_error)?,
+                            amount_fen: row.try_get(7).map_err(db_error)?,
+                            duration_us: row.try_get(8).map_err(db_error)?,
+                            label: row.try_get(9).map_err(db_error)?,
+                        },
+                    );
                 }
-                "resolved" => slot[1] += 1,
-                _ => slot[2] += 1,
+                if (rows.len() as i64) < FACTS_PAGE {
+                    break;
+                }
             }
-        }
-        Ok((by_source, monthly))
+            tx.commit().await.map_err(db_error)?;
+            Ok(FactsSeen {
+                position,
+                generation,
+                from_start,
+                last_row_id,
+            })
+        })
     }
 
     /// Sets checkpoint `name` back to the start of the log.
@@ -495,7 +483,7 @@ impl Store {
         let drop = format!(
             "DROP TABLE IF EXISTS case_summaries{suffix}; DROP TABLE IF EXISTS stat_facts{suffix};"
         );
-        let create = super::migrations::read_model_tables(suffix);
+        let create = super::migrations::read_model_tables(self.kind() == "postgres", suffix);
         with_pool!(self, pool => {
             sqlx::raw_sql(&drop).execute(pool).await.map_err(db_error)?;
             sqlx::raw_sql(&create).execute(pool).await.map_err(db_error)?;
@@ -544,12 +532,18 @@ impl Store {
              ON CONFLICT (name) DO UPDATE SET position = excluded.position",
         );
         let read_new = self.sql("SELECT position FROM projector_checkpoint WHERE name = $1");
+        let next_generation = self.sql(
+            "INSERT INTO projector_checkpoint (name, position) VALUES ($1, 1) \
+             ON CONFLICT (name) DO UPDATE SET position = projector_checkpoint.position + 1",
+        );
         let position = with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db_error)?;
             sqlx::query(lock).execute(&mut *tx).await.map_err(db_error)?;
             let position: Option<i64> = sqlx::query_scalar(&read_new).bind(from_name).fetch_optional(&mut *tx).await.map_err(db_error)?;
             sqlx::raw_sql(&rename).execute(&mut *tx).await.map_err(db_error)?;
             sqlx::query(&move_checkpoint).bind(CHECKPOINT).bind(from_name).execute(&mut *tx).await.map_err(db_error)?;
+            // New tables, new row ids: copies in memory must start over.
+            sqlx::query(&next_generation).bind(GENERATION).execute(&mut *tx).await.map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             position.unwrap_or(0)
         });

@@ -18,5 +18,6 @@ mod projector;
 mod restart;
 mod serve;
 mod statistics;
+mod stats_mirror;
 mod transitions;
 mod validation;

@@ -841,6 +841,40 @@ async fn rebuild_while_serving_and_writing(backend: Backend) {
     let rebuilt = dump(store).await;
     same_rows(&live, &rebuilt);
     assert_eq!(store.checkpoint(CHECKPOINT).await.unwrap(), last);
+
+    // The statistics this process kept in memory through the rebuilds and the writes (read all
+    // the while) equal a fresh load of the final tables.
+    let window = tiaojie_projections::indicators::Window {
+        from: None,
+        to: chrono::Utc::now() + chrono::Duration::days(1),
+    };
+    let kept = app
+        .state
+        .stats
+        .read(|index| index.cells(window))
+        .await
+        .unwrap();
+    let fresh = tiaojie::stats::StatsMirror::new(store.clone())
+        .read(|index| index.cells(window))
+        .await
+        .unwrap();
+    assert_eq!(kept, fresh);
+    assert_eq!(kept.1, last);
+    let filed: u64 = kept.0.values().map(|c| c.indicators().filed).sum();
+    assert_eq!(
+        filed as i64,
+        count(
+            store,
+            "SELECT COUNT(*) FROM events WHERE event_type = 'CaseFiled'"
+        )
+        .await
+    );
+    // At least the first load and one after the last rebuild.
+    assert!(
+        app.state.stats.loads() >= 2,
+        "{} loads",
+        app.state.stats.loads()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ use tiaojie::auth::{Claims, JwtKey, Role};
 use tiaojie::http::{app, AppState};
 use tiaojie::projector::ProjectorStatus;
 use tiaojie::rooms::Rooms;
+use tiaojie::stats::StatsMirror;
 use tiaojie::store::{PoolSettings, Store};
 use tower::ServiceExt;
 
@@ -136,6 +137,7 @@ impl TestApp {
             shutdown,
         ));
         let state = AppState {
+            stats: StatsMirror::new(store.clone()),
             store,
             rooms: Arc::new(Rooms::load(None).unwrap()),
             key: Arc::new(JwtKey::new(SecretString::from(SECRET.to_string()))),
