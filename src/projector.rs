@@ -180,7 +180,7 @@ pub async fn rebuild(store: &Store) -> Result<i64, StoreError> {
     if store.postgres_pool().is_some() {
         // One pass over the table into bare tables, then the indexes, then the projector's
         // batches only for what was written meanwhile.
-        store.create_bare_read_models(&suffix).await?;
+        let complete = store.create_bare_read_models(&suffix).await?;
         let filled = store.bulk_fill(&suffix, NAME).await?.unwrap_or_default();
         tracing::info!(
             events = filled.events,
@@ -188,10 +188,10 @@ pub async fn rebuild(store: &Store) -> Result<i64, StoreError> {
             seconds = started.elapsed().as_secs_f64(),
             "rebuild: log read and read models written"
         );
-        store.create_read_model_indexes(&suffix).await?;
+        store.complete_read_models(&complete).await?;
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
-            "rebuild: indexes built"
+            "rebuild: constraints and indexes built"
         );
     } else {
         // SQLite has one writer: a single long fill would hold the API's writes back for its

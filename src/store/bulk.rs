@@ -38,32 +38,60 @@ pub struct Filled {
 }
 
 impl Store {
-    /// Creates the `suffix` read-model tables empty, without their secondary indexes (which a
-    /// bulk fill would otherwise maintain row by row; [`Store::create_read_model_indexes`]
-    /// builds them afterwards in one sort each). Drops leftovers of the same name first.
-    pub async fn create_bare_read_models(&self, suffix: &str) -> Result<(), StoreError> {
-        let (tables, _) = split_ddl(&super::migrations::read_model_tables(
-            self.kind() == "postgres",
-            suffix,
-        ));
+    /// Creates the `suffix` read-model tables empty and bare: without their secondary indexes
+    /// and without their primary-key and unique constraints, which a bulk fill would otherwise
+    /// maintain row by row (a B-tree descent per row, comparing text keys by collation). Returns
+    /// the DDL that gives them back, for [`Store::complete_read_models`] to run after the fill,
+    /// when each index is built in one sort. PostgreSQL only. Drops leftovers of the same name
+    /// first.
+    pub async fn create_bare_read_models(&self, suffix: &str) -> Result<String, StoreError> {
+        let pool = self
+            .postgres_pool()
+            .ok_or_else(|| StoreError::Database("a bulk rebuild needs PostgreSQL".into()))?;
+        let (tables, indexes) = split_ddl(&super::migrations::read_model_tables(true, suffix));
         let drop = format!(
             "DROP TABLE IF EXISTS case_summaries{suffix}; DROP TABLE IF EXISTS stat_facts{suffix};"
         );
-        with_pool!(self, pool => {
-            sqlx::raw_sql(&drop).execute(pool).await.map_err(db_error)?;
-            sqlx::raw_sql(&tables).execute(pool).await.map_err(db_error)?;
-        });
-        Ok(())
+        sqlx::raw_sql(&drop).execute(pool).await.map_err(db_error)?;
+        sqlx::raw_sql(&tables)
+            .execute(pool)
+            .await
+            .map_err(db_error)?;
+        // The constraints as the DDL made them, read back from the catalog rather than restated.
+        let constraints: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid IN ($1::regclass, $2::regclass) AND contype IN ('p', 'u') ORDER BY conname",
+        )
+        .bind(format!("case_summaries{suffix}"))
+        .bind(format!("stat_facts{suffix}"))
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let mut strip = String::new();
+        let mut complete = String::new();
+        for (table, name, definition) in &constraints {
+            strip.push_str(&format!(
+                "ALTER TABLE {table} DROP CONSTRAINT {};\n",
+                quote(name)
+            ));
+            complete.push_str(&format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {} {definition};\n",
+                quote(name)
+            ));
+        }
+        sqlx::raw_sql(&strip)
+            .execute(pool)
+            .await
+            .map_err(db_error)?;
+        complete.push_str(&indexes);
+        Ok(complete)
     }
 
-    /// Builds the secondary indexes of the `suffix` read-model tables.
-    pub async fn create_read_model_indexes(&self, suffix: &str) -> Result<(), StoreError> {
-        let (_, indexes) = split_ddl(&super::migrations::read_model_tables(
-            self.kind() == "postgres",
-            suffix,
-        ));
+    /// Runs the DDL [`Store::create_bare_read_models`] returned: constraints and indexes back.
+    pub async fn complete_read_models(&self, ddl: &str) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            sqlx::raw_sql(&indexes).execute(pool).await.map_err(db_error)?;
+            sqlx::raw_sql(ddl).execute(pool).await.map_err(db_error)?;
         });
         Ok(())
     }
