@@ -17,14 +17,13 @@
 
 use super::{db_error, Backend, Store, StoreError};
 use futures_util::TryStreamExt;
-use sqlx::Row;
 use tiaojie_domain::CaseEvent;
 use tiaojie_projections::replay::{EmittedFact, Replay};
 use tiaojie_projections::summary::CaseSummary;
 use uuid::Uuid;
 
-/// Rows per message from the scan to the fold.
-const SCAN_BATCH: usize = 2_048;
+/// Bytes of scanned rows per message from the scan to the fold (about a thousand events).
+const SCAN_BATCH_BYTES: usize = 512 * 1024;
 /// Bytes of COPY text per message to the writer.
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -116,7 +115,16 @@ impl Store {
 
         // The fold runs on a thread of its own, between the scan (this task) and the COPY
         // writer (another task), so that reading, parsing and writing overlap.
-        let (rows_tx, rows_rx) = tokio::sync::mpsc::channel::<Vec<(String, i64, String)>>(4);
+        // `xmin` goes into the COPY statement as a literal (COPY takes no parameters): make sure
+        // it is the number PostgreSQL printed.
+        if xmin.is_empty() || !xmin.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(StoreError::Database(format!(
+                "unexpected snapshot xmin {xmin:?}"
+            )));
+        }
+        // The scan comes as binary COPY data cut into whole rows (see `pgcopy`): no driver row
+        // per event.
+        let (rows_tx, rows_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let (copy_tx, copy_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let fold = std::thread::spawn(move || fold_rows(rows_rx, copy_tx));
         let facts_sql = format!(
@@ -125,29 +133,23 @@ impl Store {
         let writer = tokio::spawn(copy_in(pool.clone(), facts_sql, copy_rx));
 
         let scan = async {
-            let mut rows = sqlx::query(
-                "SELECT aggregate_id, sequence, payload::text FROM events WHERE txid < $1::xid8",
-            )
-            .bind(&xmin)
-            .fetch(&mut *reader);
-            let mut batch = Vec::with_capacity(SCAN_BATCH);
-            while let Some(row) = rows.try_next().await.map_err(db_error)? {
-                batch.push((
-                    row.try_get::<String, _>(0).map_err(db_error)?,
-                    row.try_get::<i64, _>(1).map_err(db_error)?,
-                    row.try_get::<String, _>(2).map_err(db_error)?,
-                ));
-                if batch.len() == SCAN_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(SCAN_BATCH));
+            let mut chunks = reader
+                .copy_out_raw(&format!(
+                    "COPY (SELECT aggregate_id, sequence, payload::text FROM events WHERE txid < '{xmin}'::xid8) \
+                     TO STDOUT WITH (FORMAT binary)"
+                ))
+                .await
+                .map_err(db_error)?;
+            let mut splitter = super::pgcopy::Splitter::default();
+            while let Some(chunk) = chunks.try_next().await.map_err(db_error)? {
+                if let Some(batch) = splitter.push(&chunk, SCAN_BATCH_BYTES)? {
                     // The fold thread only stops early on a failure it reports itself.
-                    if rows_tx.send(full).await.is_err() {
-                        break;
+                    if rows_tx.send(batch).await.is_err() {
+                        return Ok(());
                     }
                 }
             }
-            if !batch.is_empty() {
-                let _ = rows_tx.send(batch).await;
-            }
+            let _ = rows_tx.send(splitter.finish()?).await;
             drop(rows_tx);
             Ok::<(), StoreError>(())
         };
@@ -207,7 +209,7 @@ fn split_ddl(ddl: &str) -> (String, String) {
 /// Parses and folds the scanned rows, sending the facts as COPY text; returns the number of
 /// events and the final summaries.
 fn fold_rows(
-    mut rows: tokio::sync::mpsc::Receiver<Vec<(String, i64, String)>>,
+    mut rows: tokio::sync::mpsc::Receiver<Vec<u8>>,
     copy: tokio::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<(u64, Vec<CaseSummary>), StoreError> {
     let mut replay = Replay::new();
@@ -219,23 +221,26 @@ fn fold_rows(
             .map_err(|_| StoreError::Database("the rebuild's COPY writer stopped".into()))
     };
     while let Some(batch) = rows.blocking_recv() {
-        for (case_id, sequence, payload) in batch {
+        super::pgcopy::for_each_tuple::<3>(&batch, |f| {
             events += 1;
-            let Ok(id) = Uuid::parse_str(&case_id) else {
-                continue;
+            let case_id = super::pgcopy::text(f[0])?;
+            let sequence = super::pgcopy::int8(f[1])?;
+            let Ok(id) = Uuid::parse_str(case_id) else {
+                return Ok(());
             };
             // The same rule as the projector's: an unreadable payload adds nothing.
-            let event = match serde_json::from_str::<CaseEvent>(&payload) {
+            let event = match serde_json::from_slice::<CaseEvent>(f[2].unwrap_or_default()) {
                 Ok(event) => event,
                 Err(err) => {
                     tracing::warn!(case_id, sequence, %err, "event skipped by the rebuild: unreadable payload");
-                    continue;
+                    return Ok(());
                 }
             };
             replay.push(id, sequence.max(0) as u64, event, &mut |f| {
                 fact_line(&f, &mut out)
             });
-        }
+            Ok(())
+        })?;
         if out.len() >= COPY_CHUNK {
             send(&mut out)?;
         }
