@@ -2,6 +2,8 @@
 //! and stream reads go to postgres-es / sqlite-es unchanged; `persist` is ours, because every
 //! appended event must be chained in the same transaction that stores it. On PostgreSQL the case
 //! load is ours too: it notes the case's head, so that the append that follows is one statement.
+//! On SQLite, commands use [`SqliteGroupRepository`], whose load and append run on the group
+//! writer's connection inside its open transaction (`store::writer`).
 //!
 //! Invariants:
 //! - Every writer appends through [`persist`](PersistedEventRepository::persist) here, and every
@@ -13,8 +15,8 @@
 //!   the events were chained to, read first unless it is known; the savepoint is rolled back
 //!   when the head does not move). A head that moved meanwhile, or a sequence already taken, is
 //!   an optimistic-lock conflict and nothing is written.
-//! - A remembered head ([`HeadHints`]) is only ever a guess of what to chain to: the append
-//!   itself checks it against the stored head.
+//! - A remembered head ([`HeadHints`], or a head moved earlier in the same SQLite group) is only
+//!   ever a guess of what to chain to: the append itself checks it against the stored head.
 //! - `recorded_at` is truncated to microseconds before it is hashed, so what is stored is exactly
 //!   what was hashed on both stores.
 
@@ -409,7 +411,8 @@ impl PersistedEventRepository for SqliteChainedRepository {
         self.reads.get_events::<A>(aggregate_id).await
     }
 
-    /// An append in a transaction of its own.
+    /// An append in a transaction of its own. The server's commands do not come here: they
+    /// append through [`SqliteGroupRepository`], inside the writer's group transaction.
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
@@ -553,6 +556,122 @@ async fn append_sqlite<A: Aggregate>(
                 .await
                 .is_ok();
             Err((error, undone))
+        }
+    }
+}
+
+/// The group-commit writer's connection, shared by the writer (which begins and commits the
+/// group's transaction on it) and its repository.
+pub type SharedConnection = std::sync::Arc<tokio::sync::Mutex<SqliteConnection>>;
+
+/// What the writer's repository and the group transaction it appends in share.
+#[derive(Debug, Default)]
+pub struct GroupAppends {
+    /// Each case's head as the group's appends left it (not committed yet).
+    pub heads: std::collections::HashMap<String, (usize, String)>,
+    /// Set when a failed append could not be undone: the transaction is in doubt.
+    pub in_doubt: Option<String>,
+}
+
+/// [`GroupAppends`], shared.
+pub type SharedAppends = std::sync::Arc<std::sync::Mutex<GroupAppends>>;
+
+/// SQLite inside the writer's group transaction: the case load and the append both run on the
+/// writer's connection, so a command sees what earlier commands of its group wrote and has not
+/// been committed yet. It never begins or commits: the writer does, around the whole group.
+pub struct SqliteGroupRepository {
+    conn: SharedConnection,
+    /// For the cqrs-es reads that `new_event_store` never makes (snapshots, streams): they read
+    /// committed rows through the pool.
+    reads: SqliteEventRepository,
+    /// The group's heads, and whether its transaction is in doubt.
+    group: SharedAppends,
+    /// Heads of committed appends, shared with the store.
+    hints: std::sync::Arc<HeadHints>,
+}
+
+impl SqliteGroupRepository {
+    /// A repository on the writer's connection.
+    pub fn new(
+        conn: SharedConnection,
+        pool: SqlitePool,
+        group: SharedAppends,
+        hints: std::sync::Arc<HeadHints>,
+    ) -> Self {
+        SqliteGroupRepository {
+            conn,
+            reads: SqliteEventRepository::new(pool),
+            group,
+            hints,
+        }
+    }
+}
+
+impl PersistedEventRepository for SqliteGroupRepository {
+    delegate_reads!();
+
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        use sqlx::Row;
+        let mut conn = self.conn.lock().await;
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, event_version, payload, metadata FROM events \
+             WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(persistence_error)?;
+        rows.iter()
+            .map(|row| {
+                let sequence: i64 = row.try_get(0).map_err(persistence_error)?;
+                Ok(SerializedEvent::new(
+                    aggregate_id.to_string(),
+                    sequence as usize,
+                    A::TYPE.to_string(),
+                    row.try_get(1).map_err(persistence_error)?,
+                    row.try_get(2).map_err(persistence_error)?,
+                    row.try_get(3).map_err(persistence_error)?,
+                    row.try_get(4).map_err(persistence_error)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        check_batch(&snapshot_update)?;
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        // The group's own head first: the committed hint is older when the group moved it.
+        let known = {
+            let group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            group.heads.get(&first.aggregate_id).cloned()
+        }
+        .or_else(|| self.hints.get(&first.aggregate_id));
+        let mut conn = self.conn.lock().await;
+        let appended = append_sqlite::<A>(&mut conn, events, known).await;
+        let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        match appended {
+            Ok((case_id, head)) => {
+                group.heads.insert(case_id, head);
+                Ok(())
+            }
+            Err((e, undone)) => {
+                if !undone {
+                    group
+                        .in_doubt
+                        .get_or_insert_with(|| format!("a failed append could not be undone: {e}"));
+                }
+                Err(e)
+            }
         }
     }
 }
