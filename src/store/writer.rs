@@ -242,9 +242,19 @@ struct Opener {
 
 impl Opener {
     async fn connect(&self) -> Result<Connected, StoreError> {
-        let conn = self.options.connect().await.map_err(|e| {
-            StoreError::Unavailable(format!("cannot open the SQLite writer connection: {e}"))
-        })?;
+        let conn = self
+            .options
+            .clone()
+            // Each append's savepoint keeps the pages it changes in a sub-journal, a temporary
+            // file by default: in memory it costs no system calls, and it only ever serves a
+            // rollback inside the live transaction (a crash discards the transaction anyway),
+            // so durability is the same.
+            .pragma("temp_store", "memory")
+            .connect()
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open the SQLite writer connection: {e}"))
+            })?;
         let conn: SharedConnection = Arc::new(tokio::sync::Mutex::new(conn));
         let appends = SharedAppends::default();
         let events = Arc::new(PersistedEventStore::new_event_store(
