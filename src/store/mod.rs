@@ -9,9 +9,13 @@
 //! - A lost race for a case's next sequence, a case number or an idempotency key surfaces as a
 //!   unique violation of the append itself; nothing is checked-then-written.
 //! - Case numbers count gapless per room and year in commit order: one filing per series at a
-//!   time in this process, and the unique index catches another process's filing.
-//! - A command runs on its own task, so a client that goes away mid-request cannot cancel it
-//!   half-way and leave a pooled connection inside a transaction.
+//!   time in this process (on SQLite, one command at a time: the writer), and the unique index
+//!   catches another process's filing.
+//! - A command runs on its own task (PostgreSQL: a spawned one; SQLite: the group writer), so a
+//!   client that goes away mid-request cannot cancel it half-way and leave a connection inside a
+//!   transaction.
+//! - On SQLite every command is answered only after the group transaction that holds it has
+//!   committed, and the caches learn only committed writes (see `writer`).
 //! - The database being unreachable is [`StoreError::Unavailable`], never a panic.
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has.
@@ -29,6 +33,7 @@ pub mod migrations;
 pub mod pgcopy;
 pub mod read_models;
 pub mod repository;
+pub mod writer;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
@@ -48,6 +53,7 @@ use uuid::Uuid;
 
 use crate::audit::chain::ChainedEvent;
 use repository::{HeadHints, PgChainedRepository, SqliteChainedRepository};
+pub use writer::GroupCommitStats;
 
 /// Why the store could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -261,14 +267,19 @@ impl Default for PoolSettings {
     }
 }
 
+type PgEvents = PersistedEventStore<PgChainedRepository, Case>;
+
 enum Backend {
     Postgres {
         pool: PgPool,
-        events: PersistedEventStore<PgChainedRepository, Case>,
+        events: Arc<PgEvents>,
     },
     Sqlite {
         pool: SqlitePool,
-        events: PersistedEventStore<SqliteChainedRepository, Case>,
+        /// For reads only (case loads, replays of committed keys): every SQLite command runs
+        /// in the writer's group transaction.
+        events: Arc<PersistedEventStore<SqliteChainedRepository, Case>>,
+        writer: writer::Writer,
     },
 }
 
@@ -277,6 +288,7 @@ type SeriesSlot = Arc<tokio::sync::Mutex<Option<u32>>>;
 
 struct Inner {
     backend: Backend,
+    /// PostgreSQL's case-number series (SQLite's writer keeps its own, as it alone files).
     series: Mutex<HashMap<String, SeriesSlot>>,
     /// Signalled after every append of this process, so the projector need not wait for a poll.
     appended: tokio::sync::Notify,
@@ -324,9 +336,8 @@ impl Store {
                 .map_err(|e| {
                     StoreError::Unavailable(format!("cannot reach PostgreSQL at {target}: {e}"))
                 })?;
-            let events = PersistedEventStore::new_event_store(PgChainedRepository::new(
-                pool.clone(),
-                heads.clone(),
+            let events = Arc::new(PersistedEventStore::new_event_store(
+                PgChainedRepository::new(pool.clone(), heads.clone()),
             ));
             Backend::Postgres { pool, events }
         } else if let Some(path) = url.strip_prefix("sqlite://") {
@@ -352,16 +363,22 @@ impl Store {
                 .max_connections(settings.max_connections.min(8))
                 .test_before_acquire(false)
                 .acquire_timeout(settings.acquire_timeout)
-                .connect_with(opts)
+                .connect_with(opts.clone())
                 .await
                 .map_err(|e| {
                     StoreError::Unavailable(format!("cannot open SQLite file {path}: {e}"))
                 })?;
-            let events = PersistedEventStore::new_event_store(SqliteChainedRepository::new(
-                pool.clone(),
-                heads.clone(),
+            let events = Arc::new(PersistedEventStore::new_event_store(
+                SqliteChainedRepository::new(pool.clone(), heads.clone()),
             ));
-            Backend::Sqlite { pool, events }
+            // Commands write through one connection of their own, in groups (`writer`).
+            let writer =
+                writer::Writer::start(opts, pool.clone(), heads.clone(), settings.acquire_timeout);
+            Backend::Sqlite {
+                pool,
+                events,
+                writer,
+            }
         } else {
             return Err(StoreError::Config(
                 "TIAOJIE_DATABASE_URL must start with postgres:// or sqlite://".into(),
@@ -452,6 +469,13 @@ impl Store {
             return Err(StoreError::Database(format!(
                 "migrations applied up to {applied}, this build needs {latest}"
             )));
+        }
+        if let Backend::Sqlite { writer, .. } = &self.inner.backend {
+            if !writer.alive() {
+                return Err(StoreError::Database(
+                    "the SQLite writer has stopped: commands cannot be recorded".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -549,7 +573,9 @@ impl Store {
     ///
     /// `build` sees the case as loaded (and, for a filing, the case number the store reserved in
     /// `numbering`'s series) and returns the command or its own refusal; it may run more than once
-    /// when a filing has to take the next number. The whole run happens on its own task.
+    /// when a filing has to take the next number. The whole run happens on a task of its own: on
+    /// PostgreSQL a spawned one, on SQLite the writer, which runs it in a group transaction and
+    /// answers once the group has committed (`writer`).
     pub async fn execute<E, F>(
         &self,
         case_id: Uuid,
@@ -561,9 +587,18 @@ impl Store {
         E: Send + 'static,
         F: Fn(&Case, Option<u32>) -> Result<CaseCommand, E> + Send + Sync + 'static,
     {
+        let (pool, events) = match &self.inner.backend {
+            Backend::Sqlite { writer, .. } => {
+                return writer.execute(self, case_id, numbering, meta, build).await
+            }
+            Backend::Postgres { pool, events } => (pool.clone(), events.clone()),
+        };
         let this = self.clone();
-        match tokio::spawn(async move { this.execute_here(case_id, numbering, meta, build).await })
-            .await
+        match tokio::spawn(async move {
+            this.execute_postgres(&pool, &events, case_id, numbering, meta, build)
+                .await
+        })
+        .await
         {
             Ok(result) => result,
             Err(e) => Err(ExecuteError::Store(StoreError::Database(format!(
@@ -572,8 +607,18 @@ impl Store {
         }
     }
 
-    async fn execute_here<E, F>(
+    /// What the writer has done so far, on SQLite (`None` on PostgreSQL, which has no writer).
+    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        match &self.inner.backend {
+            Backend::Sqlite { writer, .. } => Some(writer.stats()),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    async fn execute_postgres<E, F>(
         &self,
+        pool: &PgPool,
+        events: &PgEvents,
         case_id: Uuid,
         numbering: Option<String>,
         meta: CommandMeta,
@@ -583,19 +628,15 @@ impl Store {
         F: Fn(&Case, Option<u32>) -> Result<CaseCommand, E> + Sync,
     {
         if let Some(idem) = &meta.idempotency {
-            if let Some(replay) = self.replay(idem).await.map_err(ExecuteError::Store)? {
+            if let Some(replay) = self
+                .replay(pool, events, idem)
+                .await
+                .map_err(ExecuteError::Store)?
+            {
                 return replay;
             }
         }
-        let mut metadata = HashMap::from([
-            ("sub".to_string(), meta.sub.clone()),
-            ("role".to_string(), meta.role.clone()),
-            ("request_id".to_string(), meta.request_id.clone()),
-        ]);
-        if let Some(idem) = &meta.idempotency {
-            metadata.insert("idempotency_key".into(), idem.key.clone());
-            metadata.insert("request_hash".into(), idem.request_hash.clone());
-        }
+        let metadata = command_metadata(&meta);
         let id = case_id.to_string();
         let slot = numbering.as_ref().map(|series| self.series_slot(series));
         let mut retried_stale = false;
@@ -608,8 +649,7 @@ impl Store {
                 (Some(guard), Some(series)) => {
                     let last = match **guard {
                         Some(last) => last,
-                        None => self
-                            .last_number(series)
+                        None => last_number(pool, series)
                             .await
                             .map_err(ExecuteError::Store)?,
                     };
@@ -624,15 +664,7 @@ impl Store {
                 None
             };
             let from_cache = cached.is_some();
-            let outcome = match &self.inner.backend {
-                Backend::Postgres { events, .. } => {
-                    run(events, &id, cached, number, &build, metadata.clone()).await
-                }
-                Backend::Sqlite { events, .. } => {
-                    run(events, &id, cached, number, &build, metadata.clone()).await
-                }
-            };
-            match outcome {
+            match run(events, &id, cached, number, &build, metadata.clone()).await {
                 Ok(case) => {
                     if let Some(guard) = &mut guard {
                         **guard = number;
@@ -656,8 +688,10 @@ impl Store {
                         continue;
                     }
                     if let Some(idem) = &meta.idempotency {
-                        if let Some(replay) =
-                            self.replay(idem).await.map_err(ExecuteError::Store)?
+                        if let Some(replay) = self
+                            .replay(pool, events, idem)
+                            .await
+                            .map_err(ExecuteError::Store)?
                         {
                             return replay;
                         }
@@ -678,78 +712,43 @@ impl Store {
         map.entry(series.to_string()).or_default().clone()
     }
 
-    /// The highest case number used so far in a series (`R01-2026`), 0 if none.
-    async fn last_number(&self, series: &str) -> Result<u32, StoreError> {
-        match &self.inner.backend {
-            Backend::Postgres { pool, .. } => {
-                let n: Option<i32> = sqlx::query_scalar(
-                    "SELECT MAX(split_part(payload->'CaseFiled'->>'case_no', '-', 3)::int) FROM events \
-                     WHERE event_type = 'CaseFiled' AND \
-                     split_part(payload->'CaseFiled'->>'case_no', '-', 1) || '-' || split_part(payload->'CaseFiled'->>'case_no', '-', 2) = $1",
-                )
-                .bind(series)
-                .fetch_one(pool)
-                .await
-                .map_err(db_error)?;
-                Ok(n.unwrap_or(0).max(0) as u32)
-            }
-            Backend::Sqlite { pool, .. } => {
-                let rows: Vec<String> = sqlx::query_scalar(
-                    "SELECT json_extract(payload, '$.CaseFiled.case_no') FROM events \
-                     WHERE event_type = 'CaseFiled' AND json_extract(payload, '$.CaseFiled.case_no') >= ?1 \
-                     AND json_extract(payload, '$.CaseFiled.case_no') < ?2",
-                )
-                .bind(format!("{series}-"))
-                .bind(format!("{series}."))
-                .fetch_all(pool)
-                .await
-                .map_err(db_error)?;
-                Ok(rows
-                    .iter()
-                    .filter_map(|no| no.rsplit('-').next()?.parse::<u32>().ok())
-                    .max()
-                    .unwrap_or(0))
-            }
-        }
-    }
-
-    /// The earlier answer for an idempotency key, if the key was used: the case after the first
-    /// request's event, or `KeyReused` when the key came with another request.
+    /// The earlier answer for an idempotency key on PostgreSQL, if the key was used: the case
+    /// after the first request's event, or `KeyReused` when the key came with another request.
     async fn replay<E>(
         &self,
+        pool: &PgPool,
+        events: &PgEvents,
         idem: &Idempotency,
     ) -> Result<Option<Result<Executed, ExecuteError<E>>>, StoreError> {
-        let row = match &self.inner.backend {
-            Backend::Postgres { pool, .. } => sqlx::query(
-                "SELECT aggregate_id, sequence, metadata->>'request_hash' AS request_hash FROM events \
-                 WHERE metadata->>'idempotency_key' = $1",
+        let row = sqlx::query(
+            "SELECT aggregate_id, sequence, metadata->>'request_hash' AS request_hash FROM events \
+             WHERE metadata->>'idempotency_key' = $1",
+        )
+        .bind(&idem.key)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_error)?
+        .map(|r| {
+            (
+                r.get::<String, _>(0),
+                r.get::<i64, _>(1),
+                r.get::<Option<String>, _>(2),
             )
-            .bind(&idem.key)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1), r.get::<Option<String>, _>(2))),
-            Backend::Sqlite { pool, .. } => sqlx::query(
-                "SELECT aggregate_id, sequence, json_extract(metadata, '$.request_hash') AS request_hash FROM events \
-                 WHERE json_extract(metadata, '$.idempotency_key') = ?1",
-            )
-            .bind(&idem.key)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1), r.get::<Option<String>, _>(2))),
-        };
-        let Some((case_id, sequence, hash)) = row else {
-            return Ok(None);
-        };
-        if hash.as_deref() != Some(idem.request_hash.as_str()) {
-            return Ok(Some(Err(ExecuteError::KeyReused)));
+        });
+        match key_use(row, idem) {
+            KeyUse::New => Ok(None),
+            KeyUse::Reused => Ok(Some(Err(ExecuteError::KeyReused))),
+            KeyUse::Replay { case_id, sequence } => {
+                let envelopes = events
+                    .load_events(&case_id)
+                    .await
+                    .map_err(aggregate_error)?;
+                Ok(Some(Ok(Executed {
+                    case: fold_first(envelopes, sequence),
+                    replayed: true,
+                })))
+            }
         }
-        let case = self.load_first(&case_id, sequence as u64).await?;
-        Ok(Some(Ok(Executed {
-            case,
-            replayed: true,
-        })))
     }
 
     /// The case after its first `n` events.
@@ -759,11 +758,7 @@ impl Store {
             Backend::Sqlite { events, .. } => events.load_events(case_id).await,
         }
         .map_err(aggregate_error)?;
-        let mut case = Case::default();
-        for envelope in envelopes.into_iter().take(n as usize) {
-            case.apply(envelope.payload);
-        }
-        Ok(case)
+        Ok(fold_first(envelopes, n))
     }
 
     /// A case's stored events in sequence order, with what the store added.
@@ -1037,13 +1032,77 @@ impl Store {
         }
     }
 
-    /// Closes the pool, waiting for connections in use to come back.
+    /// Closes the pool, waiting for connections in use to come back. On SQLite the writer
+    /// first answers the commands already queued and closes its connection; later commands are
+    /// answered `Unavailable`.
     pub async fn close(&self) {
         match &self.inner.backend {
             Backend::Postgres { pool, .. } => pool.close().await,
-            Backend::Sqlite { pool, .. } => pool.close().await,
+            Backend::Sqlite { pool, writer, .. } => {
+                writer.close().await;
+                pool.close().await
+            }
         }
     }
+}
+
+/// The highest case number used so far in a PostgreSQL series (`R01-2026`), 0 if none.
+async fn last_number(pool: &PgPool, series: &str) -> Result<u32, StoreError> {
+    let n: Option<i32> = sqlx::query_scalar(
+        "SELECT MAX(split_part(payload->'CaseFiled'->>'case_no', '-', 3)::int) FROM events \
+         WHERE event_type = 'CaseFiled' AND \
+         split_part(payload->'CaseFiled'->>'case_no', '-', 1) || '-' || split_part(payload->'CaseFiled'->>'case_no', '-', 2) = $1",
+    )
+    .bind(series)
+    .fetch_one(pool)
+    .await
+    .map_err(db_error)?;
+    Ok(n.unwrap_or(0).max(0) as u32)
+}
+
+/// The metadata every event of a command carries.
+fn command_metadata(meta: &CommandMeta) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([
+        ("sub".to_string(), meta.sub.clone()),
+        ("role".to_string(), meta.role.clone()),
+        ("request_id".to_string(), meta.request_id.clone()),
+    ]);
+    if let Some(idem) = &meta.idempotency {
+        metadata.insert("idempotency_key".into(), idem.key.clone());
+        metadata.insert("request_hash".into(), idem.request_hash.clone());
+    }
+    metadata
+}
+
+/// What the log says about an idempotency key.
+enum KeyUse {
+    /// Never used.
+    New,
+    /// Used with another request.
+    Reused,
+    /// Used with this request, whose event is the case's `sequence`th.
+    Replay { case_id: String, sequence: u64 },
+}
+
+/// Judges the row found for a key: (case, sequence, stored request hash).
+fn key_use(row: Option<(String, i64, Option<String>)>, idem: &Idempotency) -> KeyUse {
+    match row {
+        None => KeyUse::New,
+        Some((_, _, hash)) if hash.as_deref() != Some(idem.request_hash.as_str()) => KeyUse::Reused,
+        Some((case_id, sequence, _)) => KeyUse::Replay {
+            case_id,
+            sequence: sequence.max(0) as u64,
+        },
+    }
+}
+
+/// The case after the first `n` of its events.
+fn fold_first(envelopes: Vec<cqrs_es::EventEnvelope<Case>>, n: u64) -> Case {
+    let mut case = Case::default();
+    for envelope in envelopes.into_iter().take(n as usize) {
+        case.apply(envelope.payload);
+    }
+    case
 }
 
 /// Runs a store read on its own task: a dropped request cannot stop it half-way.

@@ -2,15 +2,21 @@
 //! and stream reads go to postgres-es / sqlite-es unchanged; `persist` is ours, because every
 //! appended event must be chained in the same transaction that stores it. On PostgreSQL the case
 //! load is ours too: it notes the case's head, so that the append that follows is one statement.
+//! On SQLite, commands use [`SqliteGroupRepository`], whose load and append run on the group
+//! writer's connection inside its open transaction (`store::writer`).
 //!
 //! Invariants:
-//! - Every writer appends through [`persist`](PersistedEventRepository::persist) here; there is
-//!   no other INSERT into `events`.
+//! - Every writer appends through [`persist`](PersistedEventRepository::persist) here, and every
+//!   SQLite append through one function, `append_sqlite`; there is no other INSERT into `events`.
 //! - An event is stored only together with its chain link and the case head it moves to: in one
-//!   statement (PostgreSQL, one event whose predecessor the load saw: inserted only if the stored
-//!   head is that predecessor) or in one transaction (read the head, insert, move the head). A
-//!   head that moved meanwhile, or a sequence already taken, is an optimistic-lock conflict and
-//!   nothing is written.
+//!   statement (PostgreSQL, one event whose predecessor is known: inserted only if the stored
+//!   head is that predecessor), in one transaction (PostgreSQL otherwise: read the head, insert,
+//!   move the head) or in one savepoint (SQLite: insert, then move the head only from the head
+//!   the events were chained to, read first unless it is known; the savepoint is rolled back
+//!   when the head does not move). A head that moved meanwhile, or a sequence already taken, is
+//!   an optimistic-lock conflict and nothing is written.
+//! - A remembered head ([`HeadHints`], or a head moved earlier in the same SQLite group) is only
+//!   ever a guess of what to chain to: the append itself checks it against the stored head.
 //! - `recorded_at` is truncated to microseconds before it is hashed, so what is stored is exactly
 //!   what was hashed on both stores.
 
@@ -23,7 +29,7 @@ use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgPool, SqliteConnection, SqlitePool};
 
 /// `recorded_at` as stored and hashed.
 pub fn recorded_at_text(t: DateTime<Utc>) -> String {
@@ -445,6 +451,8 @@ impl PersistedEventRepository for SqliteChainedRepository {
         self.reads.get_events::<A>(aggregate_id).await
     }
 
+    /// An append in a transaction of its own. The server's commands do not come here: they
+    /// append through [`SqliteGroupRepository`], inside the writer's group transaction.
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
@@ -454,29 +462,104 @@ impl PersistedEventRepository for SqliteChainedRepository {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let case_id = first.aggregate_id.as_str();
+        let known = self.heads.get(&first.aggregate_id);
         let mut conn = self.pool.acquire().await.map_err(persistence_error)?;
         // BEGIN IMMEDIATE: take the write lock before reading the head, so the read and the
         // append see the same database (a deferred transaction could fail to upgrade).
         let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
             .await
             .map_err(persistence_error)?;
-        let head: Option<(i64, String)> = sqlx::query_as(
-            "SELECT last_sequence, head_hash FROM case_heads WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+        // On an error the transaction is dropped, which rolls it back whole.
+        let (case_id, head) = append_sqlite::<A>(&mut tx, events, known)
+            .await
+            .map_err(|(e, _)| e)?;
+        tx.commit().await.map_err(persistence_error)?;
+        self.heads.remember(&case_id, head);
+        Ok(())
+    }
+}
+
+/// The SQL of an append of `n` events: a savepoint, the events' inserts and the move of the
+/// head, which returns a row only when the head was where the first event expects it.
+///
+/// Parameters: event `i` (from 0) takes `?(10i+1)`…`?(10i+10)` in the insert's column order;
+/// then the case's type and id, the new last sequence and head hash, and the expected last
+/// sequence and head hash.
+fn append_sql(n: usize) -> String {
+    let mut sql = String::from("SAVEPOINT append;\n");
+    for i in 0..n {
+        let p = |k: usize| format!("?{}", 10 * i + k);
+        sql.push_str(&format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {});\n",
+            p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9), p(10)
+        ));
+    }
+    let h = |k: usize| format!("?{}", 10 * n + k);
+    sql.push_str(&format!(
+        "INSERT INTO case_heads (aggregate_type, aggregate_id, last_sequence, head_hash) VALUES ({}, {}, {}, {}) \
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = excluded.last_sequence, head_hash = excluded.head_hash \
+         WHERE case_heads.last_sequence = {} AND case_heads.head_hash = {} \
+         RETURNING last_sequence",
+        h(1), h(2), h(3), h(4), h(5), h(6)
+    ));
+    sql
+}
+
+/// The SQLite append on `conn`, inside the transaction the caller holds: the events are
+/// chained to the case's head and inserted, and the head moves to the last of them, all in a
+/// savepoint that is rolled back when anything fails. `known` is a head the caller believes
+/// current (from a load or an earlier append); when its sequence is the one the events follow,
+/// the head is not read first, and the move checks it instead: a head that is not the one
+/// the events were chained to fails the append like a moved one.
+///
+/// Returns the case and its new head. The savepoint is left open on success (the enclosing
+/// COMMIT keeps it). On failure it is rolled back, and the error comes with whether that
+/// worked: if not, the transaction is in doubt and must be rolled back whole.
+async fn append_sqlite<A: Aggregate>(
+    conn: &mut SqliteConnection,
+    events: &[SerializedEvent],
+    known: Option<(usize, String)>,
+) -> Result<(String, (usize, String)), (PersistenceError, bool)> {
+    let first = events.first().ok_or_else(|| {
+        (
+            PersistenceError::UnknownError("an append of no events".into()),
+            true,
         )
-        .bind(A::TYPE)
-        .bind(case_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(persistence_error)?;
-        let prev = expect_head(first.sequence, head)?;
-        let recorded_at = recorded_at_text(Utc::now().trunc_subsecs(6));
-        let chained = chain_events(events, prev, &recorded_at);
-        for e in &chained {
-            sqlx::query(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    })?;
+    let case_id = first.aggregate_id.as_str();
+    let expected = first.sequence as i64 - 1;
+    let prev = match known {
+        _ if expected == 0 => chain::ZERO,
+        Some((last, hash)) if last as i64 == expected => {
+            chain::parse_hex(&hash).ok_or_else(|| {
+                (
+                    PersistenceError::UnknownError(
+                        "a remembered head hash is not SHA-256 hex".into(),
+                    ),
+                    true,
+                )
+            })?
+        }
+        _ => {
+            let head: Option<(i64, String)> = sqlx::query_as(
+                "SELECT last_sequence, head_hash FROM case_heads WHERE aggregate_type = ?1 AND aggregate_id = ?2",
             )
+            .bind(A::TYPE)
+            .bind(case_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| (persistence_error(e), true))?;
+            expect_head(first.sequence, head).map_err(|e| (e, true))?
+        }
+    };
+    let recorded_at = recorded_at_text(Utc::now().trunc_subsecs(6));
+    let chained = chain_events(events, prev, &recorded_at);
+    let last = chained.last().expect("at least one event");
+    let sql = append_sql(chained.len());
+    let mut query = sqlx::query(&sql);
+    for e in &chained {
+        query = query
             .bind(A::TYPE)
             .bind(case_id)
             .bind(e.sequence)
@@ -486,32 +569,150 @@ impl PersistedEventRepository for SqliteChainedRepository {
             .bind(&e.metadata)
             .bind(&recorded_at)
             .bind(&e.prev_hash)
-            .bind(&e.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(persistence_error)?;
-        }
-        let last = chained.last().expect("at least one event");
-        let moved = sqlx::query(
-            "INSERT INTO case_heads (aggregate_type, aggregate_id, last_sequence, head_hash) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = excluded.last_sequence, head_hash = excluded.head_hash \
-             WHERE case_heads.last_sequence = ?5",
-        )
+            .bind(&e.hash);
+    }
+    let moved = query
         .bind(A::TYPE)
         .bind(case_id)
         .bind(last.sequence)
         .bind(&last.hash)
-        .bind(first.sequence as i64 - 1)
-        .execute(&mut *tx)
+        .bind(expected)
+        .bind(chain::hex(&prev))
+        .fetch_all(&mut *conn)
+        .await;
+    match moved {
+        Ok(rows) if rows.len() == 1 => Ok((
+            case_id.to_string(),
+            (last.sequence as usize, last.hash.clone()),
+        )),
+        outcome => {
+            let error = match outcome {
+                // The head was not the one the events were chained to.
+                Ok(_) => PersistenceError::OptimisticLockError,
+                Err(e) => persistence_error(e),
+            };
+            let undone = sqlx::query("ROLLBACK TO append; RELEASE append")
+                .execute(&mut *conn)
+                .await
+                .is_ok();
+            Err((error, undone))
+        }
+    }
+}
+
+/// The group-commit writer's connection, shared by the writer (which begins and commits the
+/// group's transaction on it) and its repository.
+pub type SharedConnection = std::sync::Arc<tokio::sync::Mutex<SqliteConnection>>;
+
+/// What the writer's repository and the group transaction it appends in share.
+#[derive(Debug, Default)]
+pub struct GroupAppends {
+    /// Each case's head as the group's appends left it (not committed yet).
+    pub heads: std::collections::HashMap<String, (usize, String)>,
+    /// Set when a failed append could not be undone: the transaction is in doubt.
+    pub in_doubt: Option<String>,
+}
+
+/// [`GroupAppends`], shared.
+pub type SharedAppends = std::sync::Arc<std::sync::Mutex<GroupAppends>>;
+
+/// SQLite inside the writer's group transaction: the case load and the append both run on the
+/// writer's connection, so a command sees what earlier commands of its group wrote and has not
+/// been committed yet. It never begins or commits: the writer does, around the whole group.
+pub struct SqliteGroupRepository {
+    conn: SharedConnection,
+    /// For the cqrs-es reads that `new_event_store` never makes (snapshots, streams): they read
+    /// committed rows through the pool.
+    reads: SqliteEventRepository,
+    /// The group's heads, and whether its transaction is in doubt.
+    group: SharedAppends,
+    /// Heads of committed appends, shared with the store.
+    hints: std::sync::Arc<HeadHints>,
+}
+
+impl SqliteGroupRepository {
+    /// A repository on the writer's connection.
+    pub fn new(
+        conn: SharedConnection,
+        pool: SqlitePool,
+        group: SharedAppends,
+        hints: std::sync::Arc<HeadHints>,
+    ) -> Self {
+        SqliteGroupRepository {
+            conn,
+            reads: SqliteEventRepository::new(pool),
+            group,
+            hints,
+        }
+    }
+}
+
+impl PersistedEventRepository for SqliteGroupRepository {
+    delegate_reads!();
+
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        use sqlx::Row;
+        let mut conn = self.conn.lock().await;
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, event_version, payload, metadata FROM events \
+             WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_all(&mut *conn)
         .await
         .map_err(persistence_error)?;
-        if moved.rows_affected() != 1 {
-            return Err(PersistenceError::OptimisticLockError);
+        rows.iter()
+            .map(|row| {
+                let sequence: i64 = row.try_get(0).map_err(persistence_error)?;
+                Ok(SerializedEvent::new(
+                    aggregate_id.to_string(),
+                    sequence as usize,
+                    A::TYPE.to_string(),
+                    row.try_get(1).map_err(persistence_error)?,
+                    row.try_get(2).map_err(persistence_error)?,
+                    row.try_get(3).map_err(persistence_error)?,
+                    row.try_get(4).map_err(persistence_error)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        check_batch(&snapshot_update)?;
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        // The group's own head first: the committed hint is older when the group moved it.
+        let known = {
+            let group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            group.heads.get(&first.aggregate_id).cloned()
         }
-        tx.commit().await.map_err(persistence_error)?;
-        self.heads
-            .remember(case_id, (last.sequence as usize, last.hash.clone()));
-        Ok(())
+        .or_else(|| self.hints.get(&first.aggregate_id));
+        let mut conn = self.conn.lock().await;
+        let appended = append_sqlite::<A>(&mut conn, events, known).await;
+        let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        match appended {
+            Ok((case_id, head)) => {
+                group.heads.insert(case_id, head);
+                Ok(())
+            }
+            Err((e, undone)) => {
+                if !undone {
+                    group
+                        .in_doubt
+                        .get_or_insert_with(|| format!("a failed append could not be undone: {e}"));
+                }
+                Err(e)
+            }
+        }
     }
 }
 
