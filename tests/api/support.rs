@@ -84,7 +84,10 @@ pub async fn fresh_database(backend: Backend) -> String {
             let admin = sqlx::PgPool::connect(&server)
                 .await
                 .expect("connect to test PostgreSQL");
-            let name = format!("tiaojie_test_{id}");
+            drop_databases_of_finished_runs(&admin).await;
+            // The creating process's id is in the name, so that a later run can tell which
+            // databases belong to runs that have ended.
+            let name = format!("tiaojie_test_{}_{id}", std::process::id());
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&admin)
                 .await
@@ -92,6 +95,36 @@ pub async fn fresh_database(backend: Backend) -> String {
             admin.close().await;
             let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
             format!("{base}/{name}")
+        }
+    }
+}
+
+/// Drops, once per test process, the test databases left by test processes that are no longer
+/// running (tests do not drop their own: a test may fail half-way, and a database in use by a
+/// still-running server cannot be dropped). Databases of live processes — this one, or another
+/// suite running at the same time — are left alone.
+async fn drop_databases_of_finished_runs(admin: &sqlx::PgPool) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'tiaojie\\_test\\_%'",
+    )
+    .fetch_all(admin)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        // Names without a process id come from older runs.
+        let pid = name
+            .strip_prefix("tiaojie_test_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .execute(admin)
+                .await;
         }
     }
 }
