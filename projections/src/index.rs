@@ -29,7 +29,7 @@
 //! ones only for windows ending before the latest conclusion (open at `to`).
 
 use crate::facts::{Fact, FactKind};
-use crate::indicators::{overdue_after, Cell, CellKey, Window};
+use crate::indicators::{overdue_after, Cell, CellKey, Indicators, Window};
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
@@ -387,6 +387,79 @@ struct Acc {
     present: bool,
 }
 
+/// A window's accumulators by group: the groups' keys and indices, each cell's group
+/// (`NONE`: left out), the groups' accumulators and the totals'.
+struct Grouped<K> {
+    keys: BTreeMap<K, usize>,
+    group_of: Vec<u32>,
+    groups: Vec<Acc>,
+    total: Acc,
+}
+
+/// The window's bounds in whole microseconds (as the SQL compared them): `[from, to)`.
+fn bounds(window: Window) -> (i64, i64) {
+    (
+        window
+            .from
+            .map(|t| t.timestamp_micros())
+            .unwrap_or(i64::MIN),
+        window.to.timestamp_micros(),
+    )
+}
+
+/// One group's durations taken in ascending order without keeping them: their count (known
+/// before the values come), their sum in days, and the values at the ranks
+/// [`crate::indicators::percentile_cont`] reads for the median and the 90th percentile.
+#[derive(Debug, Clone, Default)]
+struct Ranker {
+    n: usize,
+    seen: usize,
+    sum: f64,
+    /// Ranks (0-based) of the median's lower and upper neighbours, then the p90's.
+    ranks: [usize; 4],
+    values: [f64; 4],
+}
+
+impl Ranker {
+    const QUANTILES: [f64; 2] = [0.5, 0.9];
+
+    fn plan(&mut self) {
+        for (i, p) in Self::QUANTILES.iter().enumerate() {
+            let rank = p * (self.n.max(1) - 1) as f64;
+            self.ranks[2 * i] = rank.floor() as usize;
+            self.ranks[2 * i + 1] = rank.ceil() as usize;
+        }
+    }
+
+    fn take(&mut self, days: f64) {
+        self.sum += days;
+        for (rank, value) in self.ranks.iter().zip(self.values.iter_mut()) {
+            if *rank == self.seen {
+                *value = days;
+            }
+        }
+        self.seen += 1;
+    }
+
+    /// `indicators` (computed without durations) with the duration indicators filled in, as
+    /// `Cell::indicators` computes them from the sorted days.
+    fn complete(&self, mut indicators: Indicators) -> Indicators {
+        if self.n == 0 {
+            return indicators;
+        }
+        indicators.mean_days_to_conclude = Some(self.sum / self.n as f64);
+        let quantile = |i: usize| {
+            let rank = Self::QUANTILES[i] * (self.n - 1) as f64;
+            let weight = rank - rank.floor();
+            let (lower, upper) = (self.values[2 * i], self.values[2 * i + 1]);
+            lower + (upper - lower) * weight
+        };
+        indicators.median_days_to_conclude = Some(quantile(0));
+        indicators.p90_days_to_conclude = Some(quantile(1));
+        indicators
+    }
+}
+
 impl Acc {
     fn into_cell(self) -> Cell {
         Cell {
@@ -734,6 +807,67 @@ impl StatsIndex {
         window: Window,
         key: impl Fn(&str, &str) -> Option<K>,
     ) -> (BTreeMap<K, Cell>, Cell) {
+        let grouped = self.grouped(window, key, true);
+        let mut groups = grouped.groups;
+        let mut out = BTreeMap::new();
+        for (k, g) in grouped.keys {
+            let acc = std::mem::take(&mut groups[g]);
+            if acc.present {
+                out.insert(k, acc.into_cell());
+            }
+        }
+        (out, grouped.total.into_cell())
+    }
+
+    /// What [`StatsIndex::aggregate`] gives, as indicators: `aggregate(window, key)` with
+    /// [`Cell::indicators`] applied to every group and to the totals, exactly (the tests compare
+    /// the two bit for bit). It builds no list of durations: the conclusions are kept sorted by
+    /// duration, so one pass counts each group's conclusions in the window and a second adds
+    /// their days in ascending order (the order `Cell::indicators` sums them in) and picks the
+    /// values at the ranks the median and the 90th percentile interpolate between. What the
+    /// statistics endpoints call.
+    pub fn aggregate_indicators<K: Ord>(
+        &self,
+        window: Window,
+        key: impl Fn(&str, &str) -> Option<K>,
+    ) -> (BTreeMap<K, Indicators>, Indicators) {
+        let grouped = self.grouped(window, key, false);
+        let (from, to) = bounds(window);
+        let group_of = &grouped.group_of;
+        let in_window =
+            |c: &&Conclusion| c.at >= from && c.at < to && group_of[c.cell as usize] != NONE;
+        // One ranker per group, the last for the totals.
+        let mut rankers = vec![Ranker::default(); grouped.groups.len() + 1];
+        let totals = rankers.len() - 1;
+        for c in self.conclusions.iter().filter(in_window) {
+            rankers[group_of[c.cell as usize] as usize].n += 1;
+            rankers[totals].n += 1;
+        }
+        rankers.iter_mut().for_each(Ranker::plan);
+        for c in self.conclusions.iter().filter(in_window) {
+            let days = c.duration_us as f64 / 86_400_000_000.0;
+            rankers[group_of[c.cell as usize] as usize].take(days);
+            rankers[totals].take(days);
+        }
+        let mut groups = grouped.groups;
+        let mut out = BTreeMap::new();
+        for (k, g) in grouped.keys {
+            let acc = std::mem::take(&mut groups[g]);
+            if acc.present {
+                out.insert(k, rankers[g].complete(acc.into_cell().indicators()));
+            }
+        }
+        let total = rankers[totals].complete(grouped.total.into_cell().indicators());
+        (out, total)
+    }
+
+    /// The window's groups accumulated, with or without each group's list of durations.
+    fn grouped<K: Ord>(
+        &self,
+        window: Window,
+        key: impl Fn(&str, &str) -> Option<K>,
+        durations: bool,
+    ) -> Grouped<K> {
         // The bounds as the SQL compared them: whole microseconds.
         let from = window
             .from
@@ -804,14 +938,17 @@ impl StatsIndex {
             }
         }
 
-        for c in &self.conclusions {
-            if c.at < from || c.at >= to {
-                continue;
-            }
-            let g = group_of[c.cell as usize];
-            if g != NONE {
-                groups[g as usize].durations_us.push(c.duration_us);
-                total.durations_us.push(c.duration_us);
+        // Without `durations`, the caller takes the durations by rank instead.
+        if durations {
+            for c in &self.conclusions {
+                if c.at < from || c.at >= to {
+                    continue;
+                }
+                let g = group_of[c.cell as usize];
+                if g != NONE {
+                    groups[g as usize].durations_us.push(c.duration_us);
+                    total.durations_us.push(c.duration_us);
+                }
             }
         }
 
@@ -843,14 +980,12 @@ impl StatsIndex {
             }
         }
 
-        let mut out = BTreeMap::new();
-        for (k, g) in keys {
-            let acc = std::mem::take(&mut groups[g]);
-            if acc.present {
-                out.insert(k, acc.into_cell());
-            }
+        Grouped {
+            keys,
+            group_of,
+            groups,
+            total,
         }
-        (out, total.into_cell())
     }
 
     /// For one room and window: filings by source label, and filings, agreements and
@@ -1279,6 +1414,9 @@ mod tests {
                     assert_eq!(index.cells(window), expected, "{ctx}, {how}");
                 }
                 let by_room = merged(&expected, |k| k.0.clone());
+                same_indicators(&shuffled, window, |room, _| Some(room.to_string()), &ctx);
+                same_indicators(&shuffled, window, |_, c| Some(c.to_string()), &ctx);
+                same_indicators(&shuffled, window, |r, _| (r == "R02").then_some(()), &ctx);
                 let (groups, total) = shuffled.aggregate(window, |room, _| Some(room.to_string()));
                 assert_eq!(groups, by_room, "{ctx}: by room");
                 let mut all = Cell::default();
@@ -1332,6 +1470,44 @@ mod tests {
             assert!(n > 0, "no {what} in the generated histories: {i:?}");
         }
         assert!(!seen.durations_us.is_empty());
+    }
+
+    /// `aggregate_indicators` equals `aggregate` followed by `Cell::indicators`, bit for bit.
+    fn same_indicators<K: Ord + std::fmt::Debug>(
+        index: &StatsIndex,
+        window: Window,
+        key: impl Fn(&str, &str) -> Option<K> + Copy,
+        ctx: &str,
+    ) {
+        let (cells, total) = index.aggregate(window, key);
+        let (indicators, total_indicators) = index.aggregate_indicators(window, key);
+        let expected: BTreeMap<K, Indicators> = cells
+            .into_iter()
+            .map(|(k, c)| (k, c.indicators()))
+            .collect();
+        // Compare the floats' bits, so that a sum taken in another order would show.
+        let bits = |i: &Indicators| {
+            [
+                i.mean_days_to_conclude,
+                i.median_days_to_conclude,
+                i.p90_days_to_conclude,
+            ]
+            .map(|v| v.map(f64::to_bits))
+        };
+        assert_eq!(indicators, expected, "{ctx}: indicators by group");
+        for (k, i) in &indicators {
+            assert_eq!(bits(i), bits(&expected[k]), "{ctx}: {k:?}");
+        }
+        assert_eq!(
+            total_indicators,
+            total.indicators(),
+            "{ctx}: total indicators"
+        );
+        assert_eq!(
+            bits(&total_indicators),
+            bits(&total.indicators()),
+            "{ctx}: totals"
+        );
     }
 
     fn row<'a>(case: u128, seq: i64, kind: FactKind, room: &'a str, at: &str) -> FactRow<'a> {

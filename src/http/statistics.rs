@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tiaojie_domain::{CaseStatus, Category, Money};
-use tiaojie_projections::indicators::{Indicators, Window};
+use tiaojie_projections::indicators::{Cell, Indicators, Window};
 
 /// The read-side routes.
 pub fn router() -> Router<AppState> {
@@ -238,14 +238,14 @@ async fn statistics(
         "room" => {
             state
                 .stats
-                .read(|index| index.aggregate(window, |room, _| Some(room.to_string())))
+                .read(|index| index.aggregate_indicators(window, |room, _| Some(room.to_string())))
                 .await?
         }
         "cluster" => {
             state
                 .stats
                 .read(|index| {
-                    index.aggregate(window, |room, _| {
+                    index.aggregate_indicators(window, |room, _| {
                         Some(
                             rooms
                                 .get(room)
@@ -259,7 +259,9 @@ async fn statistics(
         "category" => {
             state
                 .stats
-                .read(|index| index.aggregate(window, |_, category| Some(category.to_string())))
+                .read(|index| {
+                    index.aggregate_indicators(window, |_, category| Some(category.to_string()))
+                })
                 .await?
         }
         _ => {
@@ -269,8 +271,14 @@ async fn statistics(
             ))
         }
     };
-    let indicators_of =
-        |key: &str| indicators_json(&by_group.get(key).cloned().unwrap_or_default().indicators());
+    let indicators_of = |key: &str| {
+        indicators_json(
+            &by_group
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| Cell::default().indicators()),
+        )
+    };
     let groups: Vec<Value> = match group_by {
         "room" => {
             let mut out: Vec<Value> = state
@@ -279,9 +287,9 @@ async fn statistics(
                 .map(|r| json!({"key": r.room_id, "name": r.name, "indicators": indicators_of(&r.room_id)}))
                 .collect();
             // Rooms the facts name but the registry does not (a room since removed from it).
-            for (room, cell) in &by_group {
+            for (room, indicators) in &by_group {
                 if state.rooms.get(room).is_none() {
-                    out.push(json!({"key": room, "name": room, "indicators": indicators_json(&cell.indicators())}));
+                    out.push(json!({"key": room, "name": room, "indicators": indicators_json(indicators)}));
                 }
             }
             out
@@ -314,7 +322,7 @@ async fn statistics(
         "from": window.from.map(wire::time),
         "to": wire::time(window.to),
         "group_by": group_by,
-        "totals": indicators_json(&totals.indicators()),
+        "totals": indicators_json(&totals),
         "groups": groups,
     })))
 }
@@ -426,7 +434,7 @@ async fn statistics_csv(
     let window = window(q.from.as_deref(), q.to.as_deref())?;
     let ((by_room, _), position) = state
         .stats
-        .read(|index| index.aggregate(window, |room, _| Some(room.to_string())))
+        .read(|index| index.aggregate_indicators(window, |room, _| Some(room.to_string())))
         .await?;
     let mut out = String::from("room_id,name,kind,cluster");
     for c in CSV_COLUMNS {
@@ -439,8 +447,7 @@ async fn statistics_csv(
             &by_room
                 .get(&r.room_id)
                 .cloned()
-                .unwrap_or_default()
-                .indicators(),
+                .unwrap_or_else(|| Cell::default().indicators()),
         );
         let kind = serde_json::to_value(r.kind).unwrap_or(Value::Null);
         let head = [json!(r.room_id), json!(r.name), kind, json!(r.cluster)];
