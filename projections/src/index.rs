@@ -349,6 +349,10 @@ pub struct StatsIndex {
     /// Ascending by duration.
     conclusions: Vec<Conclusion>,
     pending_conclusions: Vec<Conclusion>,
+    /// How many of `conclusions` each cell has, and the earliest and latest instant among them:
+    /// a window that holds every conclusion (every all-time request) needs no counting pass.
+    conclusions_per_cell: Vec<u64>,
+    conclusions_span: Option<(i64, i64)>,
     facts: usize,
 }
 
@@ -580,6 +584,7 @@ impl StatsIndex {
             + vec(&self.open[CONCLUDED])
             + vec(&self.conclusions)
             + vec(&self.pending_conclusions)
+            + vec(&self.conclusions_per_cell)
     }
 
     fn cell_id(&mut self, room: &str, category: &str) -> u32 {
@@ -756,6 +761,17 @@ impl StatsIndex {
         }
         if !self.pending_conclusions.is_empty() {
             let mut new = std::mem::take(&mut self.pending_conclusions);
+            for c in &new {
+                let cell = c.cell as usize;
+                if self.conclusions_per_cell.len() <= cell {
+                    self.conclusions_per_cell.resize(cell + 1, 0);
+                }
+                self.conclusions_per_cell[cell] += 1;
+                self.conclusions_span = Some(match self.conclusions_span {
+                    None => (c.at, c.at),
+                    Some((lo, hi)) => (lo.min(c.at), hi.max(c.at)),
+                });
+            }
             new.sort_by_key(|c| c.duration_us);
             // A stable sort of the old (sorted) run followed by the new one is a merge.
             self.conclusions.extend(new);
@@ -839,9 +855,22 @@ impl StatsIndex {
         // One ranker per group, the last for the totals.
         let mut rankers = vec![Ranker::default(); grouped.groups.len() + 1];
         let totals = rankers.len() - 1;
-        for c in self.conclusions.iter().filter(in_window) {
-            rankers[group_of[c.cell as usize] as usize].n += 1;
-            rankers[totals].n += 1;
+        let holds_all = self
+            .conclusions_span
+            .is_some_and(|(first, last)| from <= first && last < to);
+        if holds_all {
+            for (cell, n) in self.conclusions_per_cell.iter().enumerate() {
+                let g = group_of[cell];
+                if g != NONE {
+                    rankers[g as usize].n += *n as usize;
+                    rankers[totals].n += *n as usize;
+                }
+            }
+        } else {
+            for c in self.conclusions.iter().filter(in_window) {
+                rankers[group_of[c.cell as usize] as usize].n += 1;
+                rankers[totals].n += 1;
+            }
         }
         rankers.iter_mut().for_each(Ranker::plan);
         for c in self.conclusions.iter().filter(in_window) {
