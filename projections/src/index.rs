@@ -437,6 +437,7 @@ impl Ranker {
 
     fn take(&mut self, days: f64) {
         self.sum += days;
+        // Not in ascending order: of two values, the median's upper rank is the p90's lower.
         for (rank, value) in self.ranks.iter().zip(self.values.iter_mut()) {
             if *rank == self.seen {
                 *value = days;
@@ -873,10 +874,18 @@ impl StatsIndex {
             }
         }
         rankers.iter_mut().for_each(Ranker::plan);
-        for c in self.conclusions.iter().filter(in_window) {
-            let days = c.duration_us as f64 / 86_400_000_000.0;
-            rankers[group_of[c.cell as usize] as usize].take(days);
-            rankers[totals].take(days);
+        let mut take = |c: &Conclusion| {
+            let g = group_of[c.cell as usize];
+            if g != NONE {
+                let days = c.duration_us as f64 / 86_400_000_000.0;
+                rankers[g as usize].take(days);
+                rankers[totals].take(days);
+            }
+        };
+        if holds_all {
+            self.conclusions.iter().for_each(&mut take);
+        } else {
+            self.conclusions.iter().filter(in_window).for_each(take);
         }
         let mut groups = grouped.groups;
         let mut out = BTreeMap::new();
