@@ -353,6 +353,9 @@ pub struct StatsIndex {
     /// a window that holds every conclusion (every all-time request) needs no counting pass.
     conclusions_per_cell: Vec<u64>,
     conclusions_span: Option<(i64, i64)>,
+    /// The rankers of the last all-time ranking, by grouping; emptied whenever conclusions
+    /// change.
+    rank_cache: RankCache,
     facts: usize,
 }
 
@@ -422,6 +425,44 @@ struct Ranker {
     /// Ranks (0-based) of the median's lower and upper neighbours, then the p90's.
     ranks: [usize; 4],
     values: [f64; 4],
+}
+
+/// The last all-time ranking: the grouping it was for (each cell's group) and its rankers.
+/// A clone of the index starts with an empty cache.
+#[derive(Debug, Default)]
+struct RankCache(std::sync::Mutex<Option<(Vec<u32>, Vec<Ranker>)>>);
+
+impl Clone for RankCache {
+    fn clone(&self) -> Self {
+        RankCache::default()
+    }
+}
+
+impl RankCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Vec<u32>, Vec<Ranker>)>> {
+        // A panic while it was held leaves at worst a stale entry, which `clear` would have
+        // removed; start empty.
+        self.0.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            guard
+        })
+    }
+
+    fn get(&self, group_of: &[u32]) -> Option<Vec<Ranker>> {
+        match &*self.lock() {
+            Some((grouping, rankers)) if grouping == group_of => Some(rankers.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, group_of: &[u32], rankers: &[Ranker]) {
+        *self.lock() = Some((group_of.to_vec(), rankers.to_vec()));
+    }
+
+    fn clear(&self) {
+        *self.lock() = None;
+    }
 }
 
 impl Ranker {
@@ -761,6 +802,7 @@ impl StatsIndex {
             cell.dirty = false;
         }
         if !self.pending_conclusions.is_empty() {
+            self.rank_cache.clear();
             let mut new = std::mem::take(&mut self.pending_conclusions);
             for c in &new {
                 let cell = c.cell as usize;
@@ -851,14 +893,50 @@ impl StatsIndex {
         let grouped = self.grouped(window, key, false);
         let (from, to) = bounds(window);
         let group_of = &grouped.group_of;
-        let in_window =
-            |c: &&Conclusion| c.at >= from && c.at < to && group_of[c.cell as usize] != NONE;
-        // One ranker per group, the last for the totals.
-        let mut rankers = vec![Ranker::default(); grouped.groups.len() + 1];
-        let totals = rankers.len() - 1;
         let holds_all = self
             .conclusions_span
             .is_some_and(|(first, last)| from <= first && last < to);
+        // A window holding every conclusion ranks them all, whatever its bounds: the result
+        // depends only on the grouping and the conclusions, so it is kept until either changes
+        // (every all-time request of a dashboard asks the same).
+        let cached = holds_all.then(|| self.rank_cache.get(group_of)).flatten();
+        let rankers = match cached {
+            Some(rankers) => rankers,
+            None => {
+                let rankers = self.rank(group_of, grouped.groups.len(), from, to, holds_all);
+                if holds_all {
+                    self.rank_cache.put(group_of, &rankers);
+                }
+                rankers
+            }
+        };
+        let totals = rankers.len() - 1;
+        let mut groups = grouped.groups;
+        let mut out = BTreeMap::new();
+        for (k, g) in grouped.keys {
+            let acc = std::mem::take(&mut groups[g]);
+            if acc.present {
+                out.insert(k, rankers[g].complete(acc.into_cell().indicators()));
+            }
+        }
+        let total = rankers[totals].complete(grouped.total.into_cell().indicators());
+        (out, total)
+    }
+
+    /// One ranker per group (`group_of` maps cells to groups), the last for the totals, fed the
+    /// window's conclusions in ascending order of duration.
+    fn rank(
+        &self,
+        group_of: &[u32],
+        groups: usize,
+        from: i64,
+        to: i64,
+        holds_all: bool,
+    ) -> Vec<Ranker> {
+        let in_window =
+            |c: &&Conclusion| c.at >= from && c.at < to && group_of[c.cell as usize] != NONE;
+        let mut rankers = vec![Ranker::default(); groups + 1];
+        let totals = rankers.len() - 1;
         if holds_all {
             for (cell, n) in self.conclusions_per_cell.iter().enumerate() {
                 let g = group_of[cell];
@@ -887,16 +965,7 @@ impl StatsIndex {
         } else {
             self.conclusions.iter().filter(in_window).for_each(take);
         }
-        let mut groups = grouped.groups;
-        let mut out = BTreeMap::new();
-        for (k, g) in grouped.keys {
-            let acc = std::mem::take(&mut groups[g]);
-            if acc.present {
-                out.insert(k, rankers[g].complete(acc.into_cell().indicators()));
-            }
-        }
-        let total = rankers[totals].complete(grouped.total.into_cell().indicators());
-        (out, total)
+        rankers
     }
 
     /// The window's groups accumulated, with or without each group's list of durations.
@@ -1510,6 +1579,41 @@ mod tests {
         assert!(!seen.durations_us.is_empty());
     }
 
+    #[test]
+    fn an_all_time_ranking_is_not_reused_once_new_facts_are_in() {
+        let mut rng = Rng(0x5EED_0001);
+        let log = log(&mut rng, 40);
+        let facts = stored_facts(&log);
+        // Hold back the conclusions of about half the cases: every cell already exists when
+        // they come (their grouping is the same), so only the clearing of the cache can keep
+        // the first answer from being reused.
+        let (rest, first): (Vec<_>, Vec<_>) = facts
+            .iter()
+            .cloned()
+            .partition(|(id, _, f)| f.duration_us.is_some() && id.as_u128() % 2 == 1);
+        assert!(first.iter().any(|(_, _, f)| f.duration_us.is_some()));
+        let mut index = StatsIndex::of(first.iter().map(|(id, seq, f)| FactRow::of(*id, *seq, f)));
+        let window = Window {
+            from: None,
+            to: ts("2027-06-01T00:00:00Z"),
+        };
+        let by_room = |room: &str, _: &str| Some(room.to_string());
+        same_indicators(&index, window, by_room, "half the facts");
+        let before = index.aggregate_indicators(window, by_room).1;
+        {
+            let mut loader = index.loader();
+            for (id, seq, f) in &rest {
+                loader.insert(FactRow::of(*id, *seq, f));
+            }
+        }
+        same_indicators(&index, window, by_room, "all the facts");
+        let after = index.aggregate_indicators(window, by_room).1;
+        assert_ne!(
+            before.mean_days_to_conclude, after.mean_days_to_conclude,
+            "the second half must bring conclusions, or this test shows nothing"
+        );
+    }
+
     /// `aggregate_indicators` equals `aggregate` followed by `Cell::indicators`, bit for bit.
     fn same_indicators<K: Ord + std::fmt::Debug>(
         index: &StatsIndex,
@@ -1518,7 +1622,10 @@ mod tests {
         ctx: &str,
     ) {
         let (cells, total) = index.aggregate(window, key);
+        // Twice: the second may come from the cache of an all-time ranking.
+        let first = index.aggregate_indicators(window, key);
         let (indicators, total_indicators) = index.aggregate_indicators(window, key);
+        assert_eq!(first.0, indicators, "{ctx}: a second asking");
         let expected: BTreeMap<K, Indicators> = cells
             .into_iter()
             .map(|(k, c)| (k, c.indicators()))
