@@ -181,7 +181,7 @@ pub async fn rebuild(store: &Store) -> Result<i64, StoreError> {
         // One pass over the table into bare tables, then the indexes, then the projector's
         // batches only for what was written meanwhile.
         let complete = store.create_bare_read_models(&suffix).await?;
-        let filled = store.bulk_fill(&suffix, NAME).await?.unwrap_or_default();
+        let filled = store.bulk_fill(&suffix, NAME).await?;
         tracing::info!(
             events = filled.events,
             position = filled.position,

@@ -15,7 +15,8 @@
 //! - The fill writes only the `suffix` tables and checkpoint `name`; the live read models are
 //!   untouched until the swap.
 
-use super::{db_error, Backend, Store, StoreError};
+use super::read_models::{FACT_COLUMNS, SUMMARY_COLUMNS};
+use super::{db_error, Store, StoreError};
 use futures_util::TryStreamExt;
 use tiaojie_domain::CaseEvent;
 use tiaojie_projections::replay::{EmittedFact, Replay};
@@ -44,9 +45,7 @@ impl Store {
     /// when each index is built in one sort. PostgreSQL only. Drops leftovers of the same name
     /// first.
     pub async fn create_bare_read_models(&self, suffix: &str) -> Result<String, StoreError> {
-        let pool = self
-            .postgres_pool()
-            .ok_or_else(|| StoreError::Database("a bulk rebuild needs PostgreSQL".into()))?;
+        let pool = self.bulk_pool()?;
         let (tables, indexes) = split_ddl(&super::migrations::read_model_tables(true, suffix));
         let drop = format!(
             "DROP TABLE IF EXISTS case_summaries{suffix}; DROP TABLE IF EXISTS stat_facts{suffix};"
@@ -89,19 +88,24 @@ impl Store {
 
     /// Runs the DDL [`Store::create_bare_read_models`] returned: constraints and indexes back.
     pub async fn complete_read_models(&self, ddl: &str) -> Result<(), StoreError> {
-        with_pool!(self, pool => {
-            sqlx::raw_sql(ddl).execute(pool).await.map_err(db_error)?;
-        });
+        sqlx::raw_sql(ddl)
+            .execute(self.bulk_pool()?)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
+    /// The pool the bulk path runs on: it is PostgreSQL's `COPY` throughout.
+    fn bulk_pool(&self) -> Result<&sqlx::PgPool, StoreError> {
+        self.postgres_pool()
+            .ok_or_else(|| StoreError::Database("a bulk rebuild needs PostgreSQL".into()))
+    }
+
     /// Fills the `suffix` read-model tables (created empty beforehand) from every final event
-    /// and sets checkpoint `name` to the last of them in log order. PostgreSQL only (`None` on
-    /// SQLite, whose rebuild uses the projector's batches).
-    pub async fn bulk_fill(&self, suffix: &str, name: &str) -> Result<Option<Filled>, StoreError> {
-        let Some(pool) = self.postgres_pool() else {
-            return Ok(None);
-        };
+    /// and sets checkpoint `name` to the last of them in log order. PostgreSQL only (SQLite's
+    /// rebuild uses the projector's batches).
+    pub async fn bulk_fill(&self, suffix: &str, name: &str) -> Result<Filled, StoreError> {
+        let pool = self.bulk_pool()?;
         let mut reader = pool.begin().await.map_err(db_error)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *reader)
@@ -127,9 +131,7 @@ impl Store {
         let (rows_tx, rows_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let (copy_tx, copy_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let fold = std::thread::spawn(move || fold_rows(rows_rx, copy_tx));
-        let facts_sql = format!(
-            "COPY stat_facts{suffix} (case_id, seq, ord, kind, room_id, category, occurred_at, amount_fen, duration_us, label) FROM STDIN"
-        );
+        let facts_sql = format!("COPY stat_facts{suffix} ({FACT_COLUMNS}) FROM STDIN");
         let writer = tokio::spawn(copy_in(pool.clone(), facts_sql, copy_rx));
 
         let scan = async {
@@ -185,7 +187,7 @@ impl Store {
         .execute(pool)
         .await
         .map_err(db_error)?;
-        Ok(Some(Filled { events, position }))
+        Ok(Filled { events, position })
     }
 }
 
@@ -275,9 +277,7 @@ async fn write_summaries(
     summaries: &[CaseSummary],
 ) -> Result<(), StoreError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let sql = format!(
-        "COPY case_summaries{suffix} (case_id, case_no, room_id, filed_room_id, status, category, source, filed_at, accepted_at, concluded_at, mediators, version) FROM STDIN"
-    );
+    let sql = format!("COPY case_summaries{suffix} ({SUMMARY_COLUMNS}) FROM STDIN");
     let writer = tokio::spawn(copy_in(pool.clone(), sql, rx));
     let mut out = Vec::with_capacity(COPY_CHUNK + 4096);
     let mut sent = Ok(());

@@ -126,7 +126,11 @@ fn summary_from(row: SummaryTuple) -> Option<CaseSummary> {
     })
 }
 
-const SUMMARY_COLUMNS: &str = "case_id, case_no, room_id, filed_room_id, status, category, source, filed_at, accepted_at, concluded_at, mediators, version";
+/// The columns of a case summary row, in the order every writer and reader binds them.
+pub(super) const SUMMARY_COLUMNS: &str = "case_id, case_no, room_id, filed_room_id, status, category, source, filed_at, accepted_at, concluded_at, mediators, version";
+/// The columns of a fact row a writer supplies (`row_id` is the table's own), in binding order.
+pub(super) const FACT_COLUMNS: &str =
+    "case_id, seq, ord, kind, room_id, category, occurred_at, amount_fen, duration_us, label";
 
 impl Store {
     /// `$n` placeholders as this store writes them.
@@ -286,7 +290,7 @@ impl Store {
             }
             for chunk in fact_rows.chunks(1000) {
                 let mut qb = sqlx::QueryBuilder::new(format!(
-                    "INSERT INTO stat_facts{suffix} (case_id, seq, ord, kind, room_id, category, occurred_at, amount_fen, duration_us, label) "
+                    "INSERT INTO stat_facts{suffix} ({FACT_COLUMNS}) "
                 ));
                 qb.push_values(chunk, |mut b, f| {
                     b.push_bind(f.case_id.clone())
