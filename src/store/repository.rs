@@ -30,6 +30,9 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 use sqlx::{PgPool, SqliteConnection, SqlitePool};
+use std::sync::Arc;
+
+use super::pg_appends::{Appended, PgAppends, Row};
 
 /// `recorded_at` as stored and hashed.
 pub fn recorded_at_text(t: DateTime<Utc>) -> String {
@@ -74,6 +77,43 @@ pub fn recorded_at_into(t: DateTime<Utc>, buf: &mut [u8; RECORDED_AT_LEN]) -> Op
     buf[19] = b'.';
     buf[26] = b'Z';
     std::str::from_utf8(buf).ok()
+}
+
+/// [`persistence_error`] for one error shared by every append of a PostgreSQL group statement
+/// (`pg_appends`): the database being unreachable stays a connection error, whatever it was.
+pub(super) fn shared_persistence_error(err: &Arc<sqlx::Error>) -> PersistenceError {
+    let unavailable = match err.as_ref() {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    };
+    let shared = Box::new(SharedError(err.clone()));
+    if unavailable {
+        PersistenceError::ConnectionError(shared)
+    } else {
+        PersistenceError::UnknownError(shared)
+    }
+}
+
+/// A database error reported to every caller of one group statement.
+#[derive(Debug)]
+struct SharedError(Arc<sqlx::Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
 }
 
 fn persistence_error(err: sqlx::Error) -> PersistenceError {
@@ -205,62 +245,59 @@ impl HeadHints {
 pub struct PgChainedRepository {
     pool: PgPool,
     reads: PostgresEventRepository,
+    /// The group appender of single events whose predecessor is known.
+    appends: PgAppends,
     /// Heads seen by loads and appends.
     heads: std::sync::Arc<HeadHints>,
 }
 
 impl PgChainedRepository {
-    /// A repository on `pool`, sharing `heads` with the store.
-    pub fn new(pool: PgPool, heads: std::sync::Arc<HeadHints>) -> Self {
+    /// A repository on `pool`, sharing `heads` with the store and appending single events
+    /// through `appends`.
+    pub(super) fn new(pool: PgPool, heads: std::sync::Arc<HeadHints>, appends: PgAppends) -> Self {
         PgChainedRepository {
             reads: PostgresEventRepository::new(pool.clone()),
+            appends,
             pool,
             heads,
         }
     }
 
-    /// The append of one event as one statement (one round trip, one commit): the event is
-    /// inserted only if the stored head is the one it chains to, and the head moves with it.
-    async fn append_one<A: Aggregate>(
+    /// The append of one event whose predecessor is known, in the store's next group statement
+    /// (`pg_appends`): the event is inserted only if the stored head is the one it chains to, and
+    /// the head moves with it, in the statement's one transaction.
+    async fn append_one(
         &self,
-        e: &Chained,
+        e: Chained,
         case_id: &str,
         recorded_at: DateTime<Utc>,
     ) -> Result<(), PersistenceError> {
-        let appended = sqlx::query(
-            "WITH ev AS ( \
-                 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
-                 SELECT $1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10 \
-                 WHERE COALESCE( \
-                     (SELECT head_hash FROM case_heads WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence = $3 - 1), \
-                     CASE WHEN $3 = 1 AND NOT EXISTS (SELECT 1 FROM case_heads WHERE aggregate_type = $1 AND aggregate_id = $2) THEN $9 END \
-                 ) = $9 \
-                 RETURNING sequence) \
-             INSERT INTO case_heads (aggregate_type, aggregate_id, last_sequence, head_hash) \
-             SELECT $1, $2, sequence, $10 FROM ev \
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, head_hash = EXCLUDED.head_hash",
-        )
-        .bind(A::TYPE)
-        .bind(case_id)
-        .bind(e.sequence)
-        .bind(&e.event_type)
-        .bind(&e.event_version)
-        .bind(&e.payload)
-        .bind(&e.metadata)
-        .bind(recorded_at)
-        .bind(&e.prev_hash)
-        .bind(&e.hash)
-        .execute(&self.pool)
-        .await
-        .map_err(persistence_error)?;
-        if appended.rows_affected() == 1 {
-            self.heads
-                .remember(case_id, (e.sequence as usize, e.hash.clone()));
-            Ok(())
-        } else {
-            self.heads.forget(case_id);
-            // The stored head is not the one this event chains to: nothing was written.
-            Err(PersistenceError::OptimisticLockError)
+        let (sequence, hash) = (e.sequence, e.hash.clone());
+        let appended = self
+            .appends
+            .append(Row {
+                case_id: case_id.to_string(),
+                sequence: e.sequence,
+                event_type: e.event_type,
+                event_version: e.event_version,
+                payload: e.payload,
+                metadata: e.metadata,
+                recorded_at,
+                prev_hash: e.prev_hash,
+                hash: e.hash,
+            })
+            .await?;
+        match appended {
+            Appended::Written => {
+                self.heads.remember(case_id, (sequence as usize, hash));
+                Ok(())
+            }
+            Appended::Conflict => {
+                self.heads.forget(case_id);
+                // The stored head is not the one this event chains to (or a unique key was
+                // taken): nothing was written.
+                Err(PersistenceError::OptimisticLockError)
+            }
         }
     }
 }
@@ -379,12 +416,13 @@ impl PersistedEventRepository for PgChainedRepository {
             (n, Some((last, hash))) if *last + 1 == n => chain::parse_hex(hash),
             _ => None,
         };
-        if let (Some(prev), [_]) = (known_prev, events) {
+        // The group appender serves the one aggregate type the store holds.
+        let grouped = A::TYPE == self.appends.aggregate_type();
+        if let (Some(prev), [_], true) = (known_prev, events, grouped) {
             let recorded_at = Utc::now().trunc_subsecs(6);
             let chained = chain_events(events, prev, &recorded_at_text(recorded_at));
-            return self
-                .append_one::<A>(&chained[0], case_id, recorded_at)
-                .await;
+            let one = chained.into_iter().next().expect("one event chained");
+            return self.append_one(one, case_id, recorded_at).await;
         }
         let mut tx = self.pool.begin().await.map_err(persistence_error)?;
         let head: Option<(i64, String)> = sqlx::query_as(

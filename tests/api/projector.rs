@@ -945,3 +945,78 @@ both_stores!(
     rebuild_while_serving_and_writing,
     a_new_case_is_listed_within_a_second,
 );
+
+// ---------------------------------------------------------------------------------------------
+// The log read after a position is bounded by the index, also under a generic plan.
+
+/// Every plan node of an `EXPLAIN (FORMAT JSON)` answer.
+fn plan_nodes(node: &Value, out: &mut Vec<Value>) {
+    out.push(node.clone());
+    if let Some(children) = node.get("Plans").and_then(Value::as_array) {
+        for child in children {
+            plan_nodes(child, out);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_page_after_a_position_reads_only_that_page_under_a_generic_plan() {
+    if postgres_url().is_none() {
+        return;
+    }
+    let url = fresh_database(Backend::Postgres).await;
+    // A store without a projector: the rows below are not real events.
+    let store = open(&url, 2).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, prev_hash, hash) \
+         SELECT 'Case', g::text, 1, 'CaseFiled', '1', '{}', '{}', '', '' FROM generate_series(1, 3000) g",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE events")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT position FROM events WHERE aggregate_id = '2990'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+
+    // What the projector gets after a few runs of its prepared statement: the generic plan.
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sql = tiaojie::store::log_page_sql(true);
+    sqlx::raw_sql(&format!("PREPARE page(bigint, bigint) AS {sql}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let explained: Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page({after}, 5)"
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let mut nodes = Vec::new();
+    plan_nodes(&explained[0]["Plan"], &mut nodes);
+    let log_scan = nodes
+        .iter()
+        .find(|n| n["Index Name"] == "events_log_order")
+        .unwrap_or_else(|| panic!("the page is not read by events_log_order: {explained}"));
+    let removed = log_scan["Rows Removed by Filter"].as_u64().unwrap_or(0);
+    let rows = log_scan["Actual Rows"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        removed == 0 && rows <= 5,
+        "the page scanned {rows} rows and filtered out {removed}: {explained}"
+    );
+
+    // And the store's own read returns exactly the next events.
+    let page = store.read_log(Some(after), 5).await.unwrap();
+    let ids: Vec<&str> = page.iter().map(|e| e.case_id.as_str()).collect();
+    assert_eq!(ids, ["2991", "2992", "2993", "2994", "2995"]);
+}
