@@ -10,15 +10,15 @@
 //!   asked*. A lookup asked while a statement is running waits for the next one, so its answer
 //!   includes every append acknowledged (by any replica) before it was asked, exactly as a lookup
 //!   of its own would.
-//! - At most one statement is in flight per store; it runs on a spawned task, so a caller that
-//!   goes away cannot cancel it half-way, and the other callers of its batch are still answered.
+//! - At most one statement is in flight per store (`coalesce`); it runs on a spawned task, so a
+//!   caller that goes away cannot cancel it half-way, and the other callers of its batch are still
+//!   answered.
 //! - A failed statement fails every lookup of its batch with the same error, and nothing else.
 
 use sqlx::postgres::PgPool;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
 
+use super::coalesce::Queue;
 use super::{db_error, StoreError};
 
 /// How many lookups go into one statement at most.
@@ -26,19 +26,12 @@ const BATCH: usize = 256;
 
 type Answer = Result<Option<i64>, StoreError>;
 
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<(String, oneshot::Sender<Answer>)>,
-    /// Whether a task is draining the queue (it takes what waits when its statement returns).
-    draining: bool,
-}
-
 /// The coalescing head reader of one store.
 #[derive(Clone)]
 pub(super) struct HeadReads {
     pool: PgPool,
     aggregate_type: &'static str,
-    queue: Arc<Mutex<Queue>>,
+    queue: Queue<String, Answer>,
 }
 
 impl HeadReads {
@@ -46,19 +39,14 @@ impl HeadReads {
         HeadReads {
             pool,
             aggregate_type,
-            queue: Arc::default(),
+            queue: Queue::default(),
         }
     }
 
     /// The last sequence the stored head records for `case_id` (`None`: no head, no events),
     /// as of some moment after this call began.
     pub(super) async fn last_sequence(&self, case_id: &str) -> Answer {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            queue.waiting.push((case_id.to_string(), tx));
-            !std::mem::replace(&mut queue.draining, true)
-        };
+        let (rx, start) = self.queue.push(case_id.to_string());
         if start {
             let this = self.clone();
             tokio::spawn(async move { this.drain().await });
@@ -72,18 +60,11 @@ impl HeadReads {
 
     /// Sends what waits, one statement at a time, until nothing waits.
     async fn drain(self) {
-        // Should this task panic, the next lookup must start a new one rather than wait forever.
-        let _reset = PanicReset(self.queue.clone());
-        loop {
-            let batch: Vec<_> = {
-                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                if queue.waiting.is_empty() {
-                    queue.draining = false;
-                    return;
-                }
-                let n = queue.waiting.len().min(BATCH);
-                queue.waiting.drain(..n).collect()
-            };
+        let _guard = self.queue.drainer_guard();
+        while let Some(batch) = self.queue.next_batch(|waiting| {
+            let n = waiting.len().min(BATCH);
+            waiting.drain(..n).collect()
+        }) {
             let mut ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
@@ -109,18 +90,6 @@ impl HeadReads {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Clears the queue's draining mark when its task unwinds.
-struct PanicReset(Arc<Mutex<Queue>>);
-
-impl Drop for PanicReset {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut queue = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            queue.draining = false;
         }
     }
 }

@@ -29,6 +29,7 @@ macro_rules! with_pool {
 }
 
 pub mod bulk;
+mod coalesce;
 mod head_reads;
 pub mod migrations;
 mod pg_appends;

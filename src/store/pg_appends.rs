@@ -20,7 +20,7 @@
 //! - A statement holds at most one row per case: a second append to a case waits for the next
 //!   statement (it chains after the first only if the first committed). Rows are inserted in case
 //!   id order, so two processes' statements lock rows in the same order and cannot deadlock.
-//! - At most one statement is in flight per store, on a spawned task: a caller that goes away
+//! - At most one statement is in flight per store (`coalesce`), on a spawned task: a caller that goes away
 //!   cannot cancel it half-way, and the rest of its group is still answered.
 //! - An error of the statement itself (the database gone, say) fails every append of the group,
 //!   none of which was written: the transaction did not commit.
@@ -30,7 +30,8 @@ use cqrs_es::persist::PersistenceError;
 use sqlx::postgres::PgPool;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+
+use super::coalesce::{Queue, Waiting};
 
 /// How many appends go into one statement at most.
 const GROUP: usize = 128;
@@ -60,14 +61,6 @@ pub(super) enum Appended {
 
 type Answer = Result<Appended, Arc<sqlx::Error>>;
 
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<(Row, oneshot::Sender<Answer>)>,
-    /// Whether a task is sending groups (it takes what waits when its statement returns).
-    draining: bool,
-    stats: PgGroupStats,
-}
-
 /// What the PostgreSQL group appender has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PgGroupStats {
@@ -92,7 +85,8 @@ pub struct PgGroupStats {
 pub(super) struct PgAppends {
     pool: PgPool,
     aggregate_type: &'static str,
-    queue: Arc<Mutex<Queue>>,
+    queue: Queue<Row, Answer>,
+    stats: Arc<Mutex<PgGroupStats>>,
 }
 
 const SQL: &str = "\
@@ -123,7 +117,8 @@ impl PgAppends {
         PgAppends {
             pool,
             aggregate_type,
-            queue: Arc::default(),
+            queue: Queue::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -134,12 +129,7 @@ impl PgAppends {
 
     /// Appends `row` in the next group statement and answers once that statement has committed.
     pub(super) async fn append(&self, row: Row) -> Result<Appended, PersistenceError> {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            queue.waiting.push((row, tx));
-            !std::mem::replace(&mut queue.draining, true)
-        };
+        let (rx, start) = self.queue.push(row);
         if start {
             let this = self.clone();
             tokio::spawn(async move { this.drain().await });
@@ -155,16 +145,8 @@ impl PgAppends {
 
     /// Sends what waits, one statement at a time, until nothing waits.
     async fn drain(self) {
-        let _reset = PanicReset(self.queue.clone());
-        loop {
-            let group = {
-                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                if queue.waiting.is_empty() {
-                    queue.draining = false;
-                    return;
-                }
-                take_group(&mut queue.waiting)
-            };
+        let _guard = self.queue.drainer_guard();
+        while let Some(group) = self.queue.next_batch(take_group) {
             let outcome = self.send(&group).await;
             self.count(group.len(), &outcome);
             match outcome {
@@ -189,8 +171,7 @@ impl PgAppends {
     }
 
     fn count(&self, rows: usize, outcome: &Result<HashSet<String>, sqlx::Error>) {
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let stats = &mut queue.stats;
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         match outcome {
             Ok(written) => {
                 let conflicts = (rows - written.len()) as u64;
@@ -208,18 +189,15 @@ impl PgAppends {
 
     /// What this appender has done so far.
     pub(super) fn stats(&self) -> PgGroupStats {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = *self.stats.lock().unwrap_or_else(|p| p.into_inner());
         PgGroupStats {
-            waiting: queue.waiting.len() as u64,
-            ..queue.stats
+            waiting: self.queue.waiting() as u64,
+            ..stats
         }
     }
 
     /// One statement for `group` (one row per case); returns the cases whose row was written.
-    async fn send(
-        &self,
-        group: &[(Row, oneshot::Sender<Answer>)],
-    ) -> Result<HashSet<String>, sqlx::Error> {
+    async fn send(&self, group: &[Waiting<Row, Answer>]) -> Result<HashSet<String>, sqlx::Error> {
         let n = group.len();
         let mut ids = Vec::with_capacity(n);
         let mut sequences = Vec::with_capacity(n);
@@ -272,18 +250,6 @@ fn take_group<T>(waiting: &mut Vec<(Row, T)>) -> Vec<(Row, T)> {
     }
     *waiting = rest;
     group
-}
-
-/// Clears the queue's draining mark when its task unwinds, so the next append starts a new one.
-struct PanicReset(Arc<Mutex<Queue>>);
-
-impl Drop for PanicReset {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut queue = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            queue.draining = false;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -155,6 +155,10 @@ impl Store {
     ///
     /// The checkpoint moves only from `expected`: when another projector (or a rebuild) moved it
     /// meanwhile, nothing is written and the answer is `Ok(false)`; the caller re-reads it.
+    ///
+    /// Its multi-row statements have one text per row count, so they are not kept prepared in
+    /// the connections' statement caches: on SQLite each cached one held its compiled program,
+    /// up to a hundred per connection, megabytes in all.
     pub async fn apply_batch(
         &self,
         events: &[StoredEvent],
@@ -195,7 +199,8 @@ impl Store {
                     sep.push_bind(id.clone());
                 }
                 qb.push(")");
-                qb.build_query_as().fetch_all(pool).await
+                // One statement text per batch size: not kept prepared (see `apply_batch`).
+                qb.build_query_as().persistent(false).fetch_all(pool).await
             })
             .map_err(db_error)?;
             for row in rows {
@@ -286,7 +291,7 @@ impl Store {
                      source = excluded.source, filed_at = excluded.filed_at, accepted_at = excluded.accepted_at, \
                      concluded_at = excluded.concluded_at, mediators = excluded.mediators, version = excluded.version",
                 );
-                qb.build().execute(&mut *tx).await.map_err(db_error)?;
+                qb.build().persistent(false).execute(&mut *tx).await.map_err(db_error)?;
             }
             for chunk in fact_rows.chunks(1000) {
                 let mut qb = sqlx::QueryBuilder::new(format!(
@@ -305,7 +310,7 @@ impl Store {
                         .push_bind(f.label.clone());
                 });
                 qb.push(" ON CONFLICT (case_id, seq, ord) DO NOTHING");
-                qb.build().execute(&mut *tx).await.map_err(db_error)?;
+                qb.build().persistent(false).execute(&mut *tx).await.map_err(db_error)?;
             }
             tx.commit().await.map_err(db_error)?;
         });
