@@ -20,10 +20,12 @@
 //! - A statement holds at most one row per case: a second append to a case waits for the next
 //!   statement (it chains after the first only if the first committed). Rows are inserted in case
 //!   id order, so two processes' statements lock rows in the same order and cannot deadlock.
-//! - At most one statement is in flight per store (`coalesce`), on a spawned task: a caller that goes away
-//!   cannot cancel it half-way, and the rest of its group is still answered.
-//! - An error of the statement itself (the database gone, say) fails every append of the group,
-//!   none of which was written: the transaction did not commit.
+//! - At most one statement is in flight per store (`coalesce`), on a spawned task: a caller that
+//!   goes away cannot cancel it half-way, and the rest of its group is still answered.
+//! - An error of the statement itself (the database gone, say) fails every append of the group
+//!   with that error. A statement that failed did not commit, so none of them was written; only
+//!   a connection lost just as the commit was sent leaves the outcome unknown, exactly as for a
+//!   lone append (a retry with the same `Idempotency-Key` is then answered from the log).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistenceError;

@@ -6,11 +6,13 @@
 //! writer's connection inside its open transaction (`store::writer`).
 //!
 //! Invariants:
-//! - Every writer appends through [`persist`](PersistedEventRepository::persist) here, and every
-//!   SQLite append through one function, `append_sqlite`; there is no other INSERT into `events`.
+//! - Every writer appends through [`persist`](PersistedEventRepository::persist) here (on
+//!   PostgreSQL, single events with a known predecessor through `pg_appends`), and every SQLite
+//!   append through one function, `append_sqlite`; there is no other INSERT into `events`.
 //! - An event is stored only together with its chain link and the case head it moves to: in one
-//!   statement (PostgreSQL, one event whose predecessor is known: inserted only if the stored
-//!   head is that predecessor), in one transaction (PostgreSQL otherwise: read the head, insert,
+//!   statement (PostgreSQL, one event whose predecessor is known: a row of the next group
+//!   statement of `pg_appends`, inserted only if the stored head is that predecessor), in one
+//!   transaction (PostgreSQL otherwise: read the head, insert,
 //!   move the head) or in one savepoint (SQLite: insert, then move the head only from the head
 //!   the events were chained to, read first unless it is known; the savepoint is rolled back
 //!   when the head does not move). A head that moved meanwhile, or a sequence already taken, is
