@@ -583,9 +583,9 @@ impl Store {
     /// `build` sees the case as loaded (and, for a filing, the case number the store reserved in
     /// `numbering`'s series) and returns the command or its own refusal; it may run more than once
     /// when a filing has to take the next number. `numbering` is given only with a filing, whose
-    /// `case_id` the caller has just minted: on PostgreSQL that case is not read first. The whole run happens on a task of its own: on
-    /// PostgreSQL a spawned one, on SQLite the writer, which runs it in a group transaction and
-    /// answers once the group has committed (`writer`).
+    /// `case_id` the caller has just minted: that case is not read first (`unread_state`). The
+    /// whole run happens on a task of its own: on PostgreSQL a spawned one, on SQLite the writer,
+    /// which runs it in a group transaction and answers once the group has committed (`writer`).
     pub async fn execute<E, F>(
         &self,
         case_id: Uuid,
@@ -677,22 +677,7 @@ impl Store {
                 }
                 _ => None,
             };
-            // A filing's case id was minted by this request (`numbering` comes only with a
-            // filing), so no event can exist for it: it starts from the empty case without a
-            // read. Were the id somehow taken, the append of sequence 1 would conflict.
-            let (cached, from_cache) = if number.is_none() {
-                let cached = self.command_state(&id);
-                let from_cache = cached.is_some();
-                (cached, from_cache)
-            } else {
-                let fresh = cqrs_es::persist::EventStoreAggregateContext {
-                    aggregate_id: id.clone(),
-                    current_sequence: 0,
-                    aggregate: Case::default(),
-                    current_snapshot: None,
-                };
-                (Some(fresh), false)
-            };
+            let (cached, from_cache) = unread_state(&id, number, || self.command_state(&id));
             match run(events, &id, cached, number, &build, metadata.clone()).await {
                 Ok(case) => {
                     if let Some(guard) = &mut guard {
@@ -1142,6 +1127,34 @@ enum RunError<E> {
     Domain(CaseError),
     Conflict,
     Store(StoreError),
+}
+
+/// The state a command decides on without reading its case, and whether it came from a cache.
+///
+/// A filing (a case `number` was reserved) starts from the empty case: its id was minted by the
+/// request, so no event can exist for it; were the id somehow taken, the append of sequence 1
+/// would conflict. Any other command takes `cached` (the append checks it is current, and a
+/// conflict then means the copy was stale), or `None`: read the case.
+fn unread_state(
+    id: &str,
+    number: Option<u32>,
+    cached: impl FnOnce() -> Option<cqrs_es::persist::EventStoreAggregateContext<Case>>,
+) -> (
+    Option<cqrs_es::persist::EventStoreAggregateContext<Case>>,
+    bool,
+) {
+    if number.is_some() {
+        let fresh = cqrs_es::persist::EventStoreAggregateContext {
+            aggregate_id: id.to_string(),
+            current_sequence: 0,
+            aggregate: Case::default(),
+            current_snapshot: None,
+        };
+        return (Some(fresh), false);
+    }
+    let cached = cached();
+    let from_cache = cached.is_some();
+    (cached, from_cache)
 }
 
 /// Load, decide, append: the cqrs-es command path, with our own checks in `build`.

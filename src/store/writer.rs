@@ -31,8 +31,9 @@
 
 use super::repository::{HeadHints, SharedAppends, SharedConnection, SqliteGroupRepository};
 use super::{
-    aggregate_error, command_metadata, db_error, fold_first, key_use, run, CommandMeta,
-    ExecuteError, Executed, Idempotency, KeyUse, RunError, Store, StoreError, NUMBERING_ATTEMPTS,
+    aggregate_error, command_metadata, db_error, fold_first, key_use, run, unread_state,
+    CommandMeta, ExecuteError, Executed, Idempotency, KeyUse, RunError, Store, StoreError,
+    NUMBERING_ATTEMPTS,
 };
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::EventStore;
@@ -628,12 +629,7 @@ impl Store {
                 },
                 None => None,
             };
-            let known = if number.is_none() {
-                group.known_state(self, &id)
-            } else {
-                None
-            };
-            let from_cache = known.is_some();
+            let (known, from_cache) = unread_state(&id, number, || group.known_state(self, &id));
             // A failed append has undone itself (its savepoint) before `run` returns.
             match run(&*group.events, &id, known, number, build, metadata.clone()).await {
                 Ok(case) => {
