@@ -16,6 +16,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
 use tiaojie::audit::chain::{self, EventFields, Hash};
+use tiaojie::store::bulk::copy_text;
 use tiaojie_domain::status::{target, Step};
 use tiaojie_domain::{
     AgreementKind, CaseEvent, CaseNo, CaseStatus, Category, JudicialStatus, Money, Party,
@@ -619,19 +620,6 @@ pub fn plan(n: usize, horizon_us: i64) -> Plan {
     }
     order.sort_unstable();
     Plan { cases, order }
-}
-
-/// COPY text format: backslash, tab, newline and carriage return escaped.
-fn copy_text(out: &mut Vec<u8>, s: &str) {
-    for b in s.bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
-        }
-    }
 }
 
 /// The columns the events rows are written in.

@@ -304,7 +304,8 @@ async fn write_summaries(
 }
 
 /// One text field of COPY's text format: backslash, tab, newline and carriage return escaped.
-fn text(out: &mut Vec<u8>, s: &str) {
+/// (The benchmark's seeding writes its COPY rows with it too.)
+pub fn copy_text(out: &mut Vec<u8>, s: &str) {
     for &b in s.as_bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -332,17 +333,17 @@ fn opt_int(out: &mut Vec<u8>, n: Option<i64>) {
 fn fact_line(f: &EmittedFact, out: &mut Vec<u8>) {
     let fact = &f.fact;
     let mut id = Uuid::encode_buffer();
-    text(out, f.case_id.hyphenated().encode_lower(&mut id));
+    copy_text(out, f.case_id.hyphenated().encode_lower(&mut id));
     out.push(b'\t');
     int(out, f.sequence as i64);
     out.push(b'\t');
     int(out, f.ord as i64);
     out.push(b'\t');
-    text(out, fact.kind.as_str());
+    copy_text(out, fact.kind.as_str());
     out.push(b'\t');
-    text(out, &fact.room_id);
+    copy_text(out, &fact.room_id);
     out.push(b'\t');
-    text(out, &fact.category);
+    copy_text(out, &fact.category);
     out.push(b'\t');
     int(out, fact.occurred_at.timestamp_micros());
     out.push(b'\t');
@@ -351,26 +352,26 @@ fn fact_line(f: &EmittedFact, out: &mut Vec<u8>) {
     opt_int(out, fact.duration_us);
     out.push(b'\t');
     match &fact.label {
-        Some(l) => text(out, l),
+        Some(l) => copy_text(out, l),
         None => out.extend_from_slice(b"\\N"),
     }
     out.push(b'\n');
 }
 
 fn summary_line(s: &CaseSummary, out: &mut Vec<u8>) {
-    text(out, &s.case_id.to_string());
+    copy_text(out, &s.case_id.to_string());
     out.push(b'\t');
-    text(out, &s.case_no);
+    copy_text(out, &s.case_no);
     out.push(b'\t');
-    text(out, &s.room_id);
+    copy_text(out, &s.room_id);
     out.push(b'\t');
-    text(out, &s.filed_room_id);
+    copy_text(out, &s.filed_room_id);
     out.push(b'\t');
-    text(out, s.status.as_str());
+    copy_text(out, s.status.as_str());
     out.push(b'\t');
-    text(out, &s.category);
+    copy_text(out, &s.category);
     out.push(b'\t');
-    text(out, &s.source);
+    copy_text(out, &s.source);
     out.push(b'\t');
     int(out, s.filed_at.timestamp_micros());
     out.push(b'\t');
@@ -378,7 +379,7 @@ fn summary_line(s: &CaseSummary, out: &mut Vec<u8>) {
     out.push(b'\t');
     opt_int(out, s.concluded_at.map(|t| t.timestamp_micros()));
     out.push(b'\t');
-    text(
+    copy_text(
         out,
         &serde_json::to_string(&s.mediators).unwrap_or_else(|_| "[]".into()),
     );
