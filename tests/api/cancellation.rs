@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const ROOMS: [&str; 5] = ["R01", "R02", "R03", "R04", "R05"];
@@ -260,7 +260,8 @@ async fn requests_dropped_mid_flight_leave_the_server_whole(backend: Backend) {
     }
 }
 
-/// Sends one request over its own HTTP/1.1 connection and reads the whole answer.
+/// Sends one request over its own HTTP/1.1 connection and reads the whole answer; the server
+/// must answer.
 async fn http(
     addr: SocketAddr,
     method: &str,
@@ -268,46 +269,9 @@ async fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body
-        .map(|b| serde_json::to_vec(b).unwrap())
-        .unwrap_or_default();
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(&body);
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream.write_all(&bytes).await.expect("write request");
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.expect("read answer");
-        answer
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(20), exchange)
+    raw_http(addr, method, path, token, body)
         .await
-        .expect("the server answers within 20 s");
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status_line = text.lines().next().unwrap_or_default();
-    let mut parts = status_line.split(' ');
-    assert_eq!(
-        parts.next(),
-        Some("HTTP/1.1"),
-        "status line: {status_line:?}"
-    );
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("status line: {status_line:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::String(b.to_string())))
-        .unwrap_or(Value::Null);
-    (status, body)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn abandoned_tcp_connections_do_not_hurt_a_real_server(backend: Backend) {

@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tiaojie::store::GroupCommitStats;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn year() -> String {
     chrono::Utc::now()
@@ -480,52 +479,16 @@ async fn a_failed_commit_answers_every_command_of_its_group_with_an_error() {
 // ---------------------------------------------------------------------------------------------
 // 4. The real binary, SIGKILLed under load: every acknowledged write is in the log.
 
-/// One HTTP/1.1 exchange on a fresh connection; `Err` when the server is gone.
-async fn http(
+/// A POST to the real binary with its request id; `Err` when the server is gone.
+async fn post_as(
     addr: SocketAddr,
     path: &str,
     token: &str,
     request_id: &str,
     body: &Value,
 ) -> Result<(u16, Value), String> {
-    let body = serde_json::to_vec(body).unwrap();
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
-         X-Request-Id: {request_id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&body);
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut answer = Vec::new();
-        stream
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        Ok::<_, String>(answer)
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .map_err(|_| "no answer within 20 s".to_string())??;
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status = text
-        .lines()
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status line in {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    Ok((status, body))
+    let headers = [("X-Request-Id", request_id)];
+    raw_request(addr, "POST", path, Some(token), &headers, Some(body)).await
 }
 
 /// The real binary on `url`, listening on a free port; returns once it accepts connections.
@@ -583,20 +546,21 @@ async fn write_until_killed(
                     let room = format!("R{:02}", 1 + w % 3);
                     let rid = format!("kill-{round}-{w}-{n}");
                     n += 1;
-                    let id = match http(addr, "/api/v1/cases", &token, &rid, &filing(&room)).await {
-                        Ok((201, body)) => {
-                            acknowledged.lock().unwrap().push(rid);
-                            body["case_id"].as_str().unwrap().to_string()
-                        }
-                        Ok((status, body)) => panic!("filing refused: {status} {body}"),
-                        Err(_) => return,
-                    };
+                    let id =
+                        match post_as(addr, "/api/v1/cases", &token, &rid, &filing(&room)).await {
+                            Ok((201, body)) => {
+                                acknowledged.lock().unwrap().push(rid);
+                                body["case_id"].as_str().unwrap().to_string()
+                            }
+                            Ok((status, body)) => panic!("filing refused: {status} {body}"),
+                            Err(_) => return,
+                        };
                     for k in 0..4 {
                         let rid = format!("kill-{round}-{w}-{n}");
                         n += 1;
                         let path = format!("/api/v1/cases/{id}/notes");
                         let body = json!({"text": format!("备注 {k}")});
-                        match http(addr, &path, &token, &rid, &body).await {
+                        match post_as(addr, &path, &token, &rid, &body).await {
                             Ok((200, _)) => acknowledged.lock().unwrap().push(rid),
                             Ok((status, body)) => panic!("note refused: {status} {body}"),
                             Err(_) => return,

@@ -16,67 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tiaojie::store::read_models::CHECKPOINT;
 use tiaojie::store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-// ---------------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 client (one connection per request) that reports failures instead of panicking:
-// the server may be SIGKILLed under it.
-
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Result<(u16, Value), String> {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body
-        .map(|b| serde_json::to_vec(b).unwrap())
-        .unwrap_or_default();
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(&body);
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .write_all(&bytes)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut answer = Vec::new();
-        stream
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        Ok::<_, String>(answer)
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .map_err(|_| format!("{method} {path}: no answer within 20 s"))??;
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status_line = text.lines().next().unwrap_or_default();
-    let mut parts = status_line.split(' ');
-    if parts.next() != Some("HTTP/1.1") {
-        return Err(format!("{method} {path}: status line {status_line:?}"));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{method} {path}: status line {status_line:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::String(b.to_string())))
-        .unwrap_or(Value::Null);
-    Ok((status, body))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The real binary.
@@ -140,7 +79,7 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, _)) = http(addr, "GET", "/healthz", None, None).await {
+            if let Ok((200, _)) = raw_http(addr, "GET", "/healthz", None, None).await {
                 break;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -164,7 +103,7 @@ impl Server {
 
     /// `/readyz`'s projector report: (active, position), or `None` when it gives none.
     async fn projector(&self) -> Option<(bool, i64)> {
-        match http(self.addr, "GET", "/readyz", None, None).await {
+        match raw_http(self.addr, "GET", "/readyz", None, None).await {
             Ok((200, body)) => Some((
                 body["projector"]["active"].as_bool()?,
                 body["projector"]["position"].as_i64()?,
@@ -251,7 +190,7 @@ impl Target {
     ) -> Result<(u16, Value), String> {
         let token = admin();
         match self {
-            Target::Tcp(addr) => http(*addr, method, path, Some(&token), body).await,
+            Target::Tcp(addr) => raw_http(*addr, method, path, Some(&token), body).await,
             Target::App(app) => {
                 let method = Method::from_bytes(method.as_bytes()).unwrap();
                 let reply = app
