@@ -749,20 +749,7 @@ impl Store {
                 r.get::<Option<String>, _>(2),
             )
         });
-        match key_use(row, idem) {
-            KeyUse::New => Ok(None),
-            KeyUse::Reused => Ok(Some(Err(ExecuteError::KeyReused))),
-            KeyUse::Replay { case_id, sequence } => {
-                let envelopes = events
-                    .load_events(&case_id)
-                    .await
-                    .map_err(aggregate_error)?;
-                Ok(Some(Ok(Executed {
-                    case: fold_first(envelopes, sequence),
-                    replayed: true,
-                })))
-            }
-        }
+        key_answer(events, row, idem).await
     }
 
     /// The case after its first `n` events.
@@ -1101,6 +1088,32 @@ fn key_use(row: Option<(String, i64, Option<String>)>, idem: &Idempotency) -> Ke
             case_id,
             sequence: sequence.max(0) as u64,
         },
+    }
+}
+
+/// The answer the row found for a key gives, read through `events` (on SQLite, the group's
+/// transaction): `None` for a new key, `KeyReused`, or the case after the first request's event.
+async fn key_answer<E, S>(
+    events: &S,
+    row: Option<(String, i64, Option<String>)>,
+    idem: &Idempotency,
+) -> Result<Option<Result<Executed, ExecuteError<E>>>, StoreError>
+where
+    S: EventStore<Case>,
+{
+    match key_use(row, idem) {
+        KeyUse::New => Ok(None),
+        KeyUse::Reused => Ok(Some(Err(ExecuteError::KeyReused))),
+        KeyUse::Replay { case_id, sequence } => {
+            let envelopes = events
+                .load_events(&case_id)
+                .await
+                .map_err(aggregate_error)?;
+            Ok(Some(Ok(Executed {
+                case: fold_first(envelopes, sequence),
+                replayed: true,
+            })))
+        }
     }
 }
 

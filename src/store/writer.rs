@@ -31,12 +31,10 @@
 
 use super::repository::{HeadHints, SharedAppends, SharedConnection, SqliteGroupRepository};
 use super::{
-    aggregate_error, command_metadata, db_error, fold_first, key_use, run, unread_state,
-    CommandMeta, ExecuteError, Executed, Idempotency, KeyUse, RunError, Store, StoreError,
-    NUMBERING_ATTEMPTS,
+    command_metadata, db_error, key_answer, run, unread_state, CommandMeta, ExecuteError, Executed,
+    Idempotency, RunError, Store, StoreError, NUMBERING_ATTEMPTS,
 };
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
-use cqrs_es::EventStore;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
@@ -511,21 +509,7 @@ impl Group {
             .map_err(db_error)?
             .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1), r.get::<Option<String>, _>(2)))
         };
-        match key_use(row, idem) {
-            KeyUse::New => Ok(None),
-            KeyUse::Reused => Ok(Some(Err(ExecuteError::KeyReused))),
-            KeyUse::Replay { case_id, sequence } => {
-                let envelopes = self
-                    .events
-                    .load_events(&case_id)
-                    .await
-                    .map_err(aggregate_error)?;
-                Ok(Some(Ok(Executed {
-                    case: fold_first(envelopes, sequence),
-                    replayed: true,
-                })))
-            }
-        }
+        key_answer(&*self.events, row, idem).await
     }
 
     /// The case to decide on without reading it: as an earlier command of this group left it,
