@@ -223,6 +223,9 @@ fn category_name(c: &str) -> &'static str {
 
 const UNCLUSTERED: &str = "unclustered";
 
+/// The group a statistics cell (room, category) counts in.
+type GroupKey = Box<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
 async fn statistics(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -232,38 +235,21 @@ async fn statistics(
     let q = query(q)?;
     let window = window(q.from.as_deref(), q.to.as_deref())?;
     let group_by = q.group_by.as_deref().unwrap_or("room");
-    let rooms = state.rooms.clone();
     // Each cell (room, category) goes to its group; the totals merge every cell.
-    let ((by_group, totals), position) = match group_by {
-        "room" => {
-            state
-                .stats
-                .read(|index| index.aggregate_indicators(window, |room, _| Some(room.to_string())))
-                .await?
-        }
+    let key: GroupKey = match group_by {
+        "room" => Box::new(|room, _| Some(room.to_string())),
         "cluster" => {
-            state
-                .stats
-                .read(|index| {
-                    index.aggregate_indicators(window, |room, _| {
-                        Some(
-                            rooms
-                                .get(room)
-                                .and_then(|r| r.cluster.clone())
-                                .unwrap_or_else(|| UNCLUSTERED.to_string()),
-                        )
-                    })
-                })
-                .await?
+            let rooms = state.rooms.clone();
+            Box::new(move |room, _| {
+                Some(
+                    rooms
+                        .get(room)
+                        .and_then(|r| r.cluster.clone())
+                        .unwrap_or_else(|| UNCLUSTERED.to_string()),
+                )
+            })
         }
-        "category" => {
-            state
-                .stats
-                .read(|index| {
-                    index.aggregate_indicators(window, |_, category| Some(category.to_string()))
-                })
-                .await?
-        }
+        "category" => Box::new(|_, category| Some(category.to_string())),
         _ => {
             return Err(ApiError::field(
                 "group_by",
@@ -271,6 +257,10 @@ async fn statistics(
             ))
         }
     };
+    let ((by_group, totals), position) = state
+        .stats
+        .read(|index| index.aggregate_indicators(window, key))
+        .await?;
     let indicators_of = |key: &str| {
         indicators_json(
             &by_group
